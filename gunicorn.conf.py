@@ -1,0 +1,129 @@
+"""Gunicorn configuration: `gunicorn -c gunicorn.conf.py` from the project root.
+
+Read top to bottom: the metrics directory (before anything imports prometheus_client),
+settings from the environment, then the server hooks. Helpers are imported under
+_underscore names: gunicorn treats every other module global as a setting.
+"""
+
+import os as _os
+import sys as _sys
+
+from gunicorn.arbiter import Arbiter as _Arbiter
+from gunicorn.workers.base import Worker as _Worker
+
+from service.core import deployment as _deployment
+from service.core.settings import ConfigurationError as _ConfigurationError
+from service.core.settings import load_settings as _load_settings
+
+_METRICS_DIR = _deployment.prepare_metrics_dir()
+
+# --- Settings ----------------------------------------------------------------------------
+wsgi_app = _os.environ.get("APP_MODULE", "service.app:create_app()")
+worker_class = "service.core.worker.ServiceWorker"
+bind = _os.environ.get("BIND", "0.0.0.0:8000").split(",")
+workers = _deployment.env_int(
+    "WEB_CONCURRENCY", _deployment.default_workers(_os.cpu_count()), minimum=1
+)
+timeout = _deployment.env_int("TIMEOUT", 30, minimum=1)
+graceful_timeout = _deployment.env_int("GRACEFUL_TIMEOUT", 20, minimum=1)
+keepalive = _deployment.env_int("KEEPALIVE", 5, minimum=1)
+max_requests = _deployment.env_int("MAX_REQUESTS", 0)
+max_requests_jitter = _deployment.env_int("MAX_REQUESTS_JITTER", 0)
+backlog = _deployment.env_int("BACKLOG", 2048, minimum=1)
+forwarded_allow_ips = _os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+preload_app = _os.environ.get("PRELOAD_APP", "false").lower() in {"1", "true", "yes"}
+loglevel = _os.environ.get("LOG_LEVEL", "info").lower()
+# Workers heartbeat through a file here: keep it on tmpfs (containers mount /dev/shm).
+worker_tmp_dir = _os.environ.get("WORKER_TMP_DIR") or None
+# Gunicorn >= 25 opens a control socket under ~/.gunicorn by default. Off unless asked for,
+# so several instances (and read-only homes) never collide; CONTROL_SOCKET=path enables it.
+control_socket = _os.environ.get("CONTROL_SOCKET", "")
+control_socket_disable = not control_socket
+# The app logs one JSON line per request itself (it knows the route and the worker slot).
+accesslog = None
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(message)s"},
+        "generic": {"format": "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s"},
+    },
+    "handlers": {
+        "access": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "stream": "ext://sys.stdout",
+        },
+        "error": {
+            "class": "logging.StreamHandler",
+            "formatter": "generic",
+            "stream": "ext://sys.stderr",
+        },
+    },
+    "root": {"level": loglevel.upper(), "handlers": ["error"]},
+    "loggers": {
+        "gunicorn.error": {"level": loglevel.upper(), "handlers": ["error"], "propagate": False},
+        "service.access": {"level": "INFO", "handlers": ["access"], "propagate": False},
+    },
+}
+
+_RESERVE = _deployment.env_int("DB_CONNECTION_RESERVE", _deployment.DEFAULT_CONNECTION_RESERVE)
+
+
+# --- Hooks -------------------------------------------------------------------------------
+def on_starting(server: _Arbiter) -> None:
+    """Master, once, before forking: refuse impossible configurations with a clear message."""
+    try:
+        settings = _load_settings()
+    except _ConfigurationError as exc:
+        server.log.error("refusing to start: %s", exc)
+        _sys.exit(2)
+    if max_requests_jitter and not max_requests:
+        server.log.warning("MAX_REQUESTS_JITTER has no effect without MAX_REQUESTS")
+    budget = _deployment.connection_budget(settings, server.cfg.workers, _RESERVE)
+    server.log.info(budget.describe())
+    if not budget.fits:
+        server.log.error(
+            "refusing to start: %d connections needed but the database allows %d. Lower "
+            "WEB_CONCURRENCY or DB_POOL_SIZE/DB_MAX_OVERFLOW, raise max_connections, or put "
+            "PgBouncer in front (see README, 'Connection budget').",
+            budget.needed,
+            budget.available,
+        )
+        _sys.exit(2)
+    server.log.info("metrics directory: %s", _METRICS_DIR)
+
+
+def when_ready(server: _Arbiter) -> None:
+    server.log.info("listening; %d workers booting", server.cfg.workers)
+
+
+def pre_fork(server: _Arbiter, worker: _Worker) -> None:
+    _deployment.assign_slot(server.WORKERS, worker)
+
+
+def post_fork(server: _Arbiter, worker: _Worker) -> None:
+    # Runs in the child: the slot labels this worker's metrics. The app (and its engine)
+    # is created after this, so no pool ever crosses the fork, even with preload_app.
+    _os.environ["SERVICE_WORKER_SLOT"] = str(worker.slot)
+
+
+def post_worker_init(worker: _Worker) -> None:
+    worker.log.info("worker %s ready in slot %s", worker.pid, worker.slot)
+
+
+def worker_abort(worker: _Worker) -> None:
+    worker.log.error("worker %s timed out; stacks:\n%s", worker.pid, _deployment.format_stacks())
+
+
+def child_exit(server: _Arbiter, worker: _Worker) -> None:
+    from prometheus_client import multiprocess as _multiprocess
+
+    from service.core import metrics as _metrics
+
+    _multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+    _metrics.WORKER_EXITS.labels(worker=str(getattr(worker, "slot", "?"))).inc()
+
+
+def on_exit(server: _Arbiter) -> None:
+    server.log.info("master exiting")

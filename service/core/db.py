@@ -1,0 +1,161 @@
+"""Engine, sessions and the retrying unit of work. Built per process, inside the app lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
+from uuid import uuid4
+
+from fastapi import Depends, Request
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, NullPool
+
+from service.core.metrics import DB_CHECKOUT_WAIT
+from service.core.settings import Settings
+
+T = TypeVar("T")
+
+SERIALIZATION_FAILURE = "40001"
+DEADLOCK_DETECTED = "40P01"
+RETRYABLE_SQLSTATES = frozenset({SERIALIZATION_FAILURE, DEADLOCK_DETECTED})
+
+
+class RetriesExhaustedError(Exception):
+    """A transaction kept failing with a retryable conflict; the client should retry later."""
+
+
+def sqlstate_of(exc: BaseException) -> str | None:
+    """The PostgreSQL SQLSTATE behind a SQLAlchemy/asyncpg error, if there is one."""
+    for candidate in (getattr(exc, "orig", None), exc.__cause__, exc):
+        state = getattr(candidate, "sqlstate", None)
+        if isinstance(state, str):
+            return state
+    return None
+
+
+class TimedQueuePool(AsyncAdaptedQueuePool):
+    """Records how long each checkout waited; pool events only see the connection after."""
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        started = time.perf_counter()
+        try:
+            return super()._do_get()
+        finally:
+            DB_CHECKOUT_WAIT.observe(time.perf_counter() - started)
+
+
+def build_engine(settings: Settings) -> AsyncEngine:
+    server_settings = {"application_name": f"service-worker-{os.getpid()}"}
+    connect_args: dict[str, Any] = {
+        "timeout": settings.db_connect_timeout_seconds,
+        "command_timeout": settings.db_command_timeout_seconds,
+    }
+    if settings.db_pgbouncer:
+        # PgBouncer in transaction mode may hand each transaction a different server
+        # connection, so a named prepared statement must never be reused across them.
+        # See SQLAlchemy's asyncpg dialect docs, "Prepared Statement Name with PGBouncer".
+        connect_args["statement_cache_size"] = 0
+        connect_args["prepared_statement_name_func"] = lambda: f"__asyncpg_{uuid4()}__"
+    else:
+        # PgBouncer refuses unknown startup parameters; direct connections get the
+        # statement timeout at connect time, bounced ones get it from the database role.
+        server_settings["statement_timeout"] = str(settings.db_statement_timeout_ms)
+    connect_args["server_settings"] = server_settings
+
+    pool_args: dict[str, Any] = {
+        "poolclass": TimedQueuePool,
+        "pool_size": settings.db_pool_size,
+        "max_overflow": settings.db_max_overflow,
+        "pool_timeout": settings.db_pool_timeout_seconds,
+    }
+    url = settings.database_url
+    if settings.db_pgbouncer:
+        url += ("&" if "?" in url else "?") + "prepared_statement_cache_size=0"
+    return create_async_engine(url, connect_args=connect_args, **pool_args)
+
+
+def build_null_pool_engine(database_url: str) -> AsyncEngine:
+    """A pool-less engine for one-off tools (migrations, admin checks)."""
+    return create_async_engine(database_url, poolclass=NullPool)
+
+
+@dataclass(frozen=True, slots=True)
+class Database:
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    retry_attempts: int
+
+    @classmethod
+    def create(cls, settings: Settings) -> Database:
+        engine = build_engine(settings)
+        return cls(
+            engine=engine,
+            sessionmaker=async_sessionmaker(engine, expire_on_commit=False),
+            retry_attempts=settings.db_retry_attempts,
+        )
+
+    async def ping(self, *, within_seconds: float) -> None:
+        async with asyncio.timeout(within_seconds), self.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def get_database(request: Request) -> Database:
+    database: Database = request.app.state.database
+    return database
+
+
+async def get_session(
+    database: Annotated[Database, Depends(get_database)],
+) -> AsyncIterator[AsyncSession]:
+    """One session per request. Writes commit through `commit_with_retry` before the route
+    returns, so a 2xx is only ever sent for committed work; anything left is rolled back."""
+    async with database.sessionmaker() as session:
+        session.info["retry_attempts"] = database.retry_attempts
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+async def commit_with_retry(
+    session: AsyncSession,
+    work: Callable[[], Awaitable[T]],
+    *,
+    on_retry: Callable[[str], None] | None = None,
+) -> T:
+    """Run `work` and commit; on a serialization failure or deadlock, roll back and run it
+    again (bounded, with jittered backoff). Raises RetriesExhaustedError past the bound."""
+    attempts: int = session.info.get("retry_attempts", 3)
+    for attempt in range(1, attempts + 1):
+        try:
+            result = await work()
+            await session.commit()
+            return result
+        except DBAPIError as exc:
+            await session.rollback()
+            state = sqlstate_of(exc)
+            if state not in RETRYABLE_SQLSTATES:
+                raise
+            if on_retry is not None:
+                on_retry(state)
+            if attempt == attempts:
+                raise RetriesExhaustedError(
+                    f"gave up after {attempts} attempts (SQLSTATE {state})"
+                ) from exc
+            await asyncio.sleep(random.uniform(0, 0.02 * 2**attempt))
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -1,0 +1,137 @@
+"""Helpers for gunicorn.conf.py's hooks: configuration checks, connection budget, worker
+slots, the metrics directory, and where a stuck worker was."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from service.core.settings import ConfigurationError, Settings
+
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_METRICS_DIR_OWNER_ENV = "SERVICE_METRICS_DIR_MASTER_PID"
+# Connections kept free beyond PostgreSQL's superuser reserve: migrations, psql, monitoring.
+DEFAULT_CONNECTION_RESERVE = 5
+
+
+def env_int(name: str, default: int, *, minimum: int = 0) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigurationError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def default_workers(cpu_count: int | None, cap: int = 8) -> int:
+    """One asyncio worker saturates one core; more only add switching and connections."""
+    return max(1, min(cpu_count or 1, cap))
+
+
+def prepare_metrics_dir() -> str:
+    """Runs when gunicorn reads its config, before anything imports prometheus_client (with
+    preload_app the app is imported before any hook runs). Uses the operator's directory or
+    makes one per master, and empties it once per master: gunicorn re-reads its config on
+    SIGHUP, and those re-reads must keep what live and dead workers already counted."""
+    directory = os.environ.get(METRICS_DIR_ENV)
+    if not directory:
+        directory = tempfile.mkdtemp(prefix="service-metrics-")
+        os.environ[METRICS_DIR_ENV] = directory
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    if os.environ.get(_METRICS_DIR_OWNER_ENV) != str(os.getpid()):
+        for entry in path.iterdir():
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        os.environ[_METRICS_DIR_OWNER_ENV] = str(os.getpid())
+    return directory
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionBudget:
+    workers: int
+    per_worker: int
+    max_connections: int | None
+    reserved: int
+
+    @property
+    def needed(self) -> int:
+        return self.workers * self.per_worker
+
+    @property
+    def available(self) -> int | None:
+        if self.max_connections is None:
+            return None
+        return self.max_connections - self.reserved
+
+    @property
+    def fits(self) -> bool:
+        return self.available is None or self.needed <= self.available
+
+    def describe(self) -> str:
+        text = (
+            f"connection budget: {self.workers} workers x {self.per_worker} connections "
+            f"(pool size + overflow) = {self.needed}"
+        )
+        if self.available is None:
+            return text + "; database max_connections unknown (database not reachable)"
+        return (
+            text + f"; database allows {self.available} "
+            f"(max_connections {self.max_connections} - {self.reserved} reserved)"
+        )
+
+
+async def _server_limits(database_url: str, connect_seconds: float) -> tuple[int, int]:
+    import asyncpg
+
+    dsn = database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    connection = await asyncpg.connect(dsn, timeout=connect_seconds)
+    try:
+        max_connections = int(await connection.fetchval("SHOW max_connections"))
+        superuser_reserved = int(await connection.fetchval("SHOW superuser_reserved_connections"))
+    finally:
+        await connection.close()
+    return max_connections, superuser_reserved
+
+
+def connection_budget(settings: Settings, workers: int, reserve: int) -> ConnectionBudget:
+    """Ask the database for its limit with one short-lived connection (closed before any
+    fork). An unreachable database is not fatal: workers boot and /readyz reports it."""
+    try:
+        max_connections, superuser_reserved = asyncio.run(
+            _server_limits(settings.database_url, settings.db_connect_timeout_seconds)
+        )
+    except Exception as exc:  # refused, timed out, auth failed: all mean "unknown", not fatal
+        print(f"[gunicorn.conf] could not read max_connections: {exc!r}", file=sys.stderr)
+        return ConnectionBudget(workers, settings.connections_per_worker, None, reserve)
+    return ConnectionBudget(
+        workers, settings.connections_per_worker, max_connections, superuser_reserved + reserve
+    )
+
+
+def assign_slot(live_workers: dict[int, Any], worker: Any) -> None:
+    """Give each worker the lowest free slot number: a bounded `worker` metrics label that a
+    respawned worker inherits, so counters continue instead of piling up per pid."""
+    taken = {getattr(other, "slot", None) for other in live_workers.values()}
+    worker.slot = next(slot for slot in range(len(taken) + 1) if slot not in taken)
+
+
+def format_stacks() -> str:
+    frames = sys._current_frames()
+    parts = []
+    for thread_id, frame in frames.items():
+        parts.append(f"thread {thread_id}:\n" + "".join(traceback.format_stack(frame)))
+    return "\n".join(parts)

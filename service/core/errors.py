@@ -1,0 +1,95 @@
+"""Every error path answers JSON `{"detail": ...}`; database trouble answers 503 quickly."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.core.db import RetriesExhaustedError, sqlstate_of
+
+logger = logging.getLogger("service.errors")
+
+QUERY_CANCELED = "57014"  # statement_timeout
+# Class 08 (connection exception), 53 (insufficient resources), 57P (operator intervention:
+# shutdown, cannot connect now): the database is unavailable, not the request wrong.
+_UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "53", "57P")
+
+
+class ServiceUnavailableError(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, PoolTimeoutError | RetriesExhaustedError | OperationalError):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated or isinstance(exc, InterfaceError):
+            return True
+        state = sqlstate_of(exc) or ""
+        return state == QUERY_CANCELED or state.startswith(_UNAVAILABLE_SQLSTATE_PREFIXES)
+    # asyncpg raises these directly while connecting (refused, timed out, reset).
+    return isinstance(exc, OSError | TimeoutError)
+
+
+def unavailable_reason(exc: BaseException) -> str:
+    if isinstance(exc, PoolTimeoutError):
+        return "pool_timeout"
+    if isinstance(exc, RetriesExhaustedError):
+        return "retries_exhausted"
+    if isinstance(exc, DBAPIError) and sqlstate_of(exc) == QUERY_CANCELED:
+        return "statement_timeout"
+    if isinstance(exc, TimeoutError):
+        return "connect_timeout"
+    return "disconnect"
+
+
+def install_error_handlers(app: FastAPI, *, retry_after_seconds: int) -> None:
+    def unavailable(reason: str) -> JSONResponse:
+        return JSONResponse(
+            {"detail": "Service temporarily unavailable, retry later", "reason": reason},
+            status_code=503,
+            headers={"Retry-After": str(retry_after_seconds)},
+        )
+
+    async def on_http_exception(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        return JSONResponse(
+            {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    async def on_service_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ServiceUnavailableError)
+        return unavailable(exc.reason)
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if is_database_unavailable(exc):
+            reason = unavailable_reason(exc)
+            request.state.db_error = reason
+            logger.warning("database unavailable (%s): %s", reason, type(exc).__name__)
+            return unavailable(reason)
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "Internal server error"}, status_code=500)
+
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = [
+            {key: value for key, value in err.items() if key in {"type", "loc", "msg"}}
+            for err in exc.errors()
+        ]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    app.add_exception_handler(StarletteHTTPException, on_http_exception)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(ServiceUnavailableError, on_service_unavailable)
+    # Registered on Exception so Starlette's ServerErrorMiddleware answers JSON, never text.
+    for exc_type in (DBAPIError, PoolTimeoutError, RetriesExhaustedError, OSError, TimeoutError):
+        app.add_exception_handler(exc_type, on_unexpected)
+    app.add_exception_handler(Exception, on_unexpected)

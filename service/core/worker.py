@@ -1,0 +1,35 @@
+"""The gunicorn worker class: uvicorn-worker's UvicornWorker plus what it does not pass on."""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any, ClassVar
+
+from uvicorn_worker import UvicornWorker
+
+
+class ServiceWorker(UvicornWorker):  # type: ignore[misc]  # untyped base
+    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
+        "loop": "uvloop",
+        "http": "httptools",
+        # The app writes one JSON access line per request (with route and duration).
+        "access_log": False,
+        # Never start serving without the lifespan (it builds this worker's engine).
+        "lifespan": "on",
+    }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # uvicorn-worker passes keepalive, max_requests and timeout, but not these.
+        self.config.timeout_graceful_shutdown = self.cfg.graceful_timeout
+        limit = os.environ.get("LIMIT_CONCURRENCY")
+        if limit:
+            self.config.limit_concurrency = int(limit)
+
+    def init_signals(self) -> None:
+        super().init_signals()
+        # UvicornWorker resets SIGABRT to its default (a silent core dump). Gunicorn sends it
+        # when a worker misses its heartbeat; handle it so the worker_abort hook can log
+        # where the worker was stuck before it exits.
+        signal.signal(signal.SIGABRT, self.handle_abort)

@@ -1,0 +1,104 @@
+"""Developer entry point behind ./dev: provide a database, migrate, run a command.
+
+    python -m service.dev serve            # database + migrations + gunicorn -c gunicorn.conf.py
+    python -m service.dev run -- CMD ...   # database + migrations, then CMD with DATABASE_URL set
+    python -m service.dev migrate          # database + alembic upgrade head
+    python -m service.dev stop-db          # stop the embedded PostgreSQL
+
+With DATABASE_URL set, that database is used as is. Without it, an embedded PostgreSQL is
+started in .pgdata/dev (kept between runs) and stopped again when the command ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+
+from service.dev.postgres import EmbeddedPostgres
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEV_DATA_DIR = PROJECT_ROOT / ".pgdata" / "dev"
+
+
+def say(message: str) -> None:
+    print(f"[dev] {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def database() -> Iterator[str]:
+    """Yields a DATABASE_URL: the caller's, or an embedded server's for the duration."""
+    configured = os.environ.get("DATABASE_URL")
+    if configured:
+        say("using DATABASE_URL from the environment")
+        yield configured
+        return
+    server = EmbeddedPostgres(DEV_DATA_DIR, log=say)
+    url = server.start()
+    try:
+        yield url
+    finally:
+        server.stop_if_started_here()
+
+
+def migrate(url: str) -> None:
+    say("applying migrations (alembic upgrade head) ...")
+    subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head"],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "DATABASE_URL": url},
+        check=True,
+    )
+
+
+def run_child(command: list[str], url: str) -> int:
+    """Run `command` with DATABASE_URL set, forwarding SIGINT/SIGTERM/SIGHUP to it."""
+    child = subprocess.Popen(command, cwd=PROJECT_ROOT, env={**os.environ, "DATABASE_URL": url})
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        child.send_signal(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, forward)
+    return child.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m service.dev",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="migrate, then gunicorn -c gunicorn.conf.py")
+    sub.add_parser("migrate", help="alembic upgrade head")
+    sub.add_parser("stop-db", help="stop the embedded PostgreSQL")
+    run = sub.add_parser("run", help="migrate, then run a command with DATABASE_URL set")
+    run.add_argument("cmd", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+
+    if args.command == "stop-db":
+        EmbeddedPostgres(DEV_DATA_DIR, log=say).stop()
+        return 0
+    with database() as url:
+        migrate(url)
+        if args.command == "migrate":
+            return 0
+        if args.command == "serve":
+            command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"]
+        else:
+            command = [part for part in args.cmd if part != "--"] if args.cmd else []
+            if not command:
+                parser.error("run needs a command, e.g. run -- pytest")
+        say("running: " + " ".join(command))
+        return run_child(command, url)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
