@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from service.app import create_app
+from service.core.settings import Settings
+from tests.support.database import fresh_database, server_url
+from tests.support.processes import Gunicorn, run_gunicorn
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """The PostgreSQL server: DATABASE_URL's, or an embedded one in .pgdata/test."""
+    with server_url() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres_server_url: str) -> Iterator[str]:
+    """A database of this test session's own, migrated to head."""
+    with fresh_database(postgres_server_url) as url:
+        yield url
+
+
+def make_settings(database_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "environment": "test",
+        "bcrypt_rounds": 4,
+        "access_log": False,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+async def app(database_url: str) -> AsyncIterator[FastAPI]:
+    application = create_app(make_settings(database_url))
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        yield http
+
+
+@pytest.fixture(scope="module")
+def gunicorn_server(database_url: str) -> Iterator[Gunicorn]:
+    """Four real UvicornWorker processes under a real gunicorn master, on loopback."""
+    with run_gunicorn(database_url, workers=4) as server:
+        yield server

@@ -1,0 +1,74 @@
+"""A real PostgreSQL for the test session: the one DATABASE_URL names, or an embedded one.
+
+Each session creates its own database (so runs never share rows), migrates it with Alembic
+exactly as deployments do, and drops it at the end."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import asyncpg
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import make_url
+
+from service.dev.postgres import EmbeddedPostgres
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+TEST_DATA_DIR = PROJECT_ROOT / ".pgdata" / "test"
+
+
+def plain_dsn(url: str) -> str:
+    """asyncpg wants postgresql://, SQLAlchemy wants postgresql+asyncpg://."""
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+def with_database(url: str, database: str) -> str:
+    return make_url(url).set(database=database).render_as_string(hide_password=False)
+
+
+def alembic_config(url: str) -> Config:
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.attributes["database_url"] = url
+    config.attributes["configure_logging"] = False
+    return config
+
+
+async def _admin(url: str, statement: str) -> None:
+    connection = await asyncpg.connect(plain_dsn(url), timeout=10)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@contextmanager
+def server_url() -> Iterator[str]:
+    configured = os.environ.get("DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    server = EmbeddedPostgres(TEST_DATA_DIR, log=lambda message: None)
+    url = server.start()
+    try:
+        yield url
+    finally:
+        server.stop_if_started_here()
+
+
+@contextmanager
+def fresh_database(server: str, *, migrate: bool = True) -> Iterator[str]:
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(server, f'CREATE DATABASE "{name}"'))
+    url = with_database(server, name)
+    try:
+        if migrate:
+            command.upgrade(alembic_config(url), "head")
+        yield url
+    finally:
+        asyncio.run(_admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
