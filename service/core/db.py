@@ -30,6 +30,7 @@ T = TypeVar("T")
 SERIALIZATION_FAILURE = "40001"
 DEADLOCK_DETECTED = "40P01"
 RETRYABLE_SQLSTATES = frozenset({SERIALIZATION_FAILURE, DEADLOCK_DETECTED})
+MAX_BACKOFF_SECONDS = 0.5
 
 
 class RetriesExhaustedError(Exception):
@@ -157,5 +158,9 @@ async def commit_with_retry(
                 raise RetriesExhaustedError(
                     f"gave up after {attempts} attempts (SQLSTATE {state})"
                 ) from exc
-            await asyncio.sleep(random.uniform(0, 0.02 * 2**attempt))
+            # Full jitter: spread the losers out so they do not collide again in lockstep.
+            await asyncio.sleep(random.uniform(0, min(MAX_BACKOFF_SECONDS, 0.02 * 2**attempt)))
+        except Exception:
+            await session.rollback()
+            raise
     raise AssertionError("unreachable")  # pragma: no cover

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service.core.settings import ConfigurationError, Settings
+from service.core.settings import Settings
 
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _METRICS_DIR_OWNER_ENV = "SERVICE_METRICS_DIR_MASTER_PID"
@@ -22,15 +22,16 @@ DEFAULT_CONNECTION_RESERVE = 5
 
 
 def env_int(name: str, default: int, *, minimum: int = 0) -> int:
+    """An integer gunicorn setting from the environment; exits with one clear line if bad."""
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
+        raise SystemExit(f"refusing to start: {name} must be an integer, got {raw!r}") from None
     if value < minimum:
-        raise ConfigurationError(f"{name} must be >= {minimum}, got {value}")
+        raise SystemExit(f"refusing to start: {name} must be >= {minimum}, got {value}")
     return value
 
 

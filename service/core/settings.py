@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     db_connect_timeout_seconds: float = Field(default=3.0, gt=0, le=60)
     db_statement_timeout_ms: int = Field(default=5000, ge=0, le=600_000)
     db_command_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
-    db_retry_attempts: int = Field(default=5, ge=1, le=20)
+    db_retry_attempts: int = Field(default=10, ge=1, le=30)
     db_pgbouncer: bool = Field(
         default=False, description="Connect through PgBouncer in transaction mode."
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from types import FrameType
 from typing import Any, ClassVar
 
 from uvicorn_worker import UvicornWorker
@@ -33,3 +34,11 @@ class ServiceWorker(UvicornWorker):  # type: ignore[misc]  # untyped base
         # when a worker misses its heartbeat; handle it so the worker_abort hook can log
         # where the worker was stuck before it exits.
         signal.signal(signal.SIGABRT, self.handle_abort)
+
+    def handle_abort(self, sig: int, frame: FrameType | None) -> None:
+        """Gunicorn's version ends with sys.exit(1), raised inside whatever request blocked
+        the loop: uvicorn catches that SystemExit as an app error, answers 500, and the
+        timed-out worker lives on. Log the stacks through the hook, then really exit."""
+        self.alive = False
+        self.cfg.worker_abort(self)
+        os._exit(1)

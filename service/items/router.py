@@ -10,7 +10,7 @@ from service.core.db import SessionDep, commit_with_retry
 from service.core.openapi import responses
 from service.core.schemas import Limit, Offset
 from service.items import service
-from service.items.schemas import ItemCreate, ItemOut, ItemsPage, ItemUpdate
+from service.items.schemas import ItemCreate, ItemOut, ItemsBulkUpdate, ItemsPage, ItemUpdate
 
 router = APIRouter(prefix="/items", tags=["items"])
 
@@ -54,6 +54,23 @@ async def get_item(pubid: uuid.UUID, session: SessionDep, current: CurrentUser) 
     if item is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, ITEM_NOT_FOUND)
     return item
+
+
+@router.patch("", response_model=ItemsPage, responses=responses(401, 404, 413, 422, 503))
+async def update_items(
+    body: ItemsBulkUpdate, session: SessionDep, current: CurrentUser
+) -> ItemsPage:
+    """Set `added` on several of your items at once, all or nothing."""
+    updates = [(update.pubid, update.added) for update in body.updates]
+    try:
+        changed = await commit_with_retry(
+            session,
+            lambda: service.update_added_in_order(session, owner=current, updates=updates),
+            on_retry=metrics.record_db_retry,
+        )
+    except service.ItemNotFoundError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, ITEM_NOT_FOUND) from None
+    return ItemsPage(items=changed)
 
 
 @router.put("/{pubid}", response_model=ItemOut, responses=responses(401, 404, 413, 422, 503))

@@ -4,7 +4,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from service.core.schemas import Name, reject_unstorable_text
 
@@ -32,6 +32,26 @@ class ItemUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     added: Timestamp
+
+
+MAX_BULK_UPDATES = 100
+
+
+class ItemAddedUpdate(ItemUpdate):
+    pubid: uuid.UUID
+
+
+class ItemsBulkUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    updates: list[ItemAddedUpdate] = Field(min_length=1, max_length=MAX_BULK_UPDATES)
+
+    @field_validator("updates")
+    @classmethod
+    def _distinct_items(cls, updates: list[ItemAddedUpdate]) -> list[ItemAddedUpdate]:
+        if len({update.pubid for update in updates}) != len(updates):
+            raise ValueError("each item may appear only once")
+        return updates
 
 
 class ItemOut(BaseModel):

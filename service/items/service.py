@@ -75,6 +75,25 @@ async def update_added(
     return ItemOut(pubid=row.pubid, name=row.name, added=row.added, user_pubid=owner.pubid)
 
 
+class ItemNotFoundError(Exception):
+    pass
+
+
+async def update_added_in_order(
+    session: AsyncSession, *, owner: Principal, updates: list[tuple[uuid.UUID, datetime]]
+) -> list[ItemOut]:
+    """Apply the updates one by one, in the order given, in the caller's transaction.
+    Concurrent batches that name the same rows in opposite orders can deadlock; the
+    caller's retrying unit of work runs the loser again."""
+    changed = []
+    for pubid, added in updates:
+        item = await update_added(session, owner=owner, pubid=pubid, added=added)
+        if item is None:
+            raise ItemNotFoundError(pubid)
+        changed.append(item)
+    return changed
+
+
 async def delete_item(session: AsyncSession, *, owner_id: int, pubid: uuid.UUID) -> bool:
     deleted = await session.scalar(
         delete(Item).where(Item.pubid == pubid, Item.user_id == owner_id).returning(Item.id)

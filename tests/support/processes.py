@@ -158,3 +158,16 @@ def run_gunicorn(
 
 def get(server: Gunicorn, path: str, **kwargs: object) -> httpx.Response:
     return httpx.get(server.url + path, timeout=5, **kwargs)  # type: ignore[arg-type]
+
+
+async def eventually(predicate: object, *, within: float, what: str) -> None:
+    """Like wait_for, but yields to the event loop (load keeps running meanwhile)."""
+    import asyncio
+
+    assert callable(predicate)
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"timed out after {within}s waiting for {what}")

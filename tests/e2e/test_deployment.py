@@ -1,0 +1,113 @@
+"""What gunicorn.conf.py guarantees: per-worker pools after the fork (preload or not), and a
+clear refusal, never a crash loop, for configurations that cannot work."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from service.dev.postgres import EmbeddedPostgres
+from tests.support.api import signup
+from tests.support.database import fresh_database, plain_dsn
+from tests.support.processes import GUNICORN, PROJECT_ROOT, gunicorn_env, run_gunicorn
+
+pytestmark = pytest.mark.gunicorn
+
+
+async def _application_names(database_url: str) -> set[str]:
+    connection = await asyncpg.connect(plain_dsn(database_url))
+    try:
+        rows = await connection.fetch(
+            "SELECT application_name FROM pg_stat_activity WHERE datname = current_database()"
+        )
+    finally:
+        await connection.close()
+    return {row["application_name"] for row in rows}
+
+
+@pytest.mark.parametrize("preload", ["false", "true"])
+async def test_each_worker_owns_its_pool(database_url: str, preload: str) -> None:
+    with run_gunicorn(database_url, workers=4, env={"PRELOAD_APP": preload}) as server:
+        pids = server.worker_pids()
+        async with httpx.AsyncClient(base_url=server.url, timeout=5) as http:
+            accounts = await asyncio.gather(*(signup(http) for _ in range(8)))
+
+            async def hammer() -> list[int]:
+                statuses = []
+                for account in accounts:
+                    response = await http.get(
+                        "/items", headers={**account.auth, "Connection": "close"}
+                    )
+                    statuses.append(response.status_code)
+                return statuses
+
+            results = await asyncio.gather(*(hammer() for _ in range(10)))
+        names = await _application_names(database_url)
+    assert {status for statuses in results for status in statuses} == {200}
+    # Every connection is named after the process that opened it: the workers' own pools.
+    worker_connections = {name for name in names if name.startswith("service-worker-")}
+    assert worker_connections
+    assert worker_connections <= {f"service-worker-{pid}" for pid in pids}
+
+
+def _start_expecting_refusal(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [GUNICORN, "-c", "gunicorn.conf.py"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"WEB_CONCURRENCY": "0"}, "WEB_CONCURRENCY must be >= 1"),
+        ({"TIMEOUT": "soon"}, "TIMEOUT must be an integer"),
+        ({"DB_POOL_SIZE": "lots"}, "DB_POOL_SIZE"),
+        ({"ENVIRONMENT": "production"}, "JWT_SECRET_KEY"),
+    ],
+)
+def test_impossible_configuration_is_refused_clearly(
+    database_url: str, overrides: dict[str, str], message: str
+) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        env = gunicorn_env(database_url, 1, Path(scratch), **overrides)
+        env.pop("JWT_SECRET_KEY", None)
+        result = _start_expecting_refusal(env)
+    assert result.returncode != 0
+    assert "refusing to start" in result.stderr + result.stdout
+    assert message in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_connection_budget_over_max_connections_is_refused(tmp_path: Path) -> None:
+    server = EmbeddedPostgres(tmp_path / "small", max_connections=20, log=lambda _: None)
+    server_url = server.start()
+    try:
+        with fresh_database(server_url) as url, tempfile.TemporaryDirectory() as scratch:
+            env = gunicorn_env(url, 1, Path(scratch), WEB_CONCURRENCY="4", DB_POOL_SIZE="10")
+            started = time.monotonic()
+            result = _start_expecting_refusal(env)
+            elapsed = time.monotonic() - started
+            output = result.stderr + result.stdout
+            assert result.returncode == 2
+            assert elapsed < 15
+            assert "40 connections needed but the database allows" in output
+            assert "Booting worker" not in output  # refused before forking: no crash loop
+            # The same database with a pool that fits starts fine.
+            with run_gunicorn(url, workers=2, env={"DB_POOL_SIZE": "3"}) as fits:
+                assert httpx.get(fits.url + "/readyz", timeout=5).status_code == 200
+                assert "connection budget: 2 workers x 3 connections" in fits.log()
+    finally:
+        server.destroy()
