@@ -6,6 +6,7 @@ _underscore names: gunicorn treats every other module global as a setting.
 """
 
 import os as _os
+import subprocess as _subprocess
 import sys as _sys
 
 from gunicorn.arbiter import Arbiter as _Arbiter
@@ -67,6 +68,8 @@ logconfig_dict = {
     },
 }
 
+# Optional: the master also serves the all-workers aggregate on its own port (host:port).
+_METRICS_BIND = _os.environ.get("METRICS_BIND", "")
 _RESERVE = _deployment.env_int("DB_CONNECTION_RESERVE", _deployment.DEFAULT_CONNECTION_RESERVE)
 
 
@@ -96,6 +99,11 @@ def on_starting(server: _Arbiter) -> None:
 
 def when_ready(server: _Arbiter) -> None:
     server.log.info("listening; %d workers booting", server.cfg.workers)
+    if _METRICS_BIND:
+        server.metrics_server = _subprocess.Popen(
+            [_sys.executable, "-m", "service.core.metrics_server", "--bind", _METRICS_BIND]
+        )
+        server.log.info("aggregate metrics also served on http://%s/metrics", _METRICS_BIND)
 
 
 def pre_fork(server: _Arbiter, worker: _Worker) -> None:
@@ -117,13 +125,17 @@ def worker_abort(worker: _Worker) -> None:
 
 
 def child_exit(server: _Arbiter, worker: _Worker) -> None:
-    from prometheus_client import multiprocess as _multiprocess
-
+    # Imported here, not at the top: prometheus_client must load after the directory is set.
     from service.core import metrics as _metrics
+    from service.core import metrics_files as _metrics_files
 
-    _multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+    _metrics_files.compact_dead_process(_METRICS_DIR, worker.pid)
     _metrics.WORKER_EXITS.labels(worker=str(getattr(worker, "slot", "?"))).inc()
 
 
 def on_exit(server: _Arbiter) -> None:
+    metrics_server = getattr(server, "metrics_server", None)
+    if metrics_server is not None:
+        metrics_server.terminate()
+        metrics_server.wait(5)
     server.log.info("master exiting")

@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth_router)
     app.include_router(users_router)
     app.include_router(items_router)
-    if settings.metrics_enabled:
+    if settings.metrics_enabled and settings.metrics_endpoint:
 
         @app.get("/metrics", include_in_schema=False)
         async def prometheus_metrics() -> Response:

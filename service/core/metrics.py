@@ -15,15 +15,15 @@ from typing import Any
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
-    CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     generate_latest,
-    multiprocess,
 )
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.core.metrics_files import aggregate_registry
 
 WORKER_SLOT_ENV = "SERVICE_WORKER_SLOT"
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -118,9 +118,7 @@ def render_latest() -> tuple[bytes, str]:
     directory = multiprocess_dir()
     if directory is None:
         return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
-    return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(aggregate_registry(directory)), CONTENT_TYPE_LATEST
 
 
 def instrument_engine(engine: AsyncEngine, *, pool_size: int) -> None:

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
         default=None, description="Serve /docs and /redoc; defaults to off in production."
     )
     metrics_enabled: bool = True
+    metrics_endpoint: bool = Field(
+        default=True, description="Serve /metrics on the app port (see METRICS_BIND)."
+    )
     access_log: bool = True
 
     @field_validator("database_url")

@@ -39,6 +39,13 @@ def children_of(pid: int) -> list[int]:
     return sorted(found)
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def wait_for(predicate: object, *, timeout: float, interval: float = 0.05, what: str) -> None:
     assert callable(predicate)
     deadline = time.monotonic() + timeout
@@ -69,7 +76,9 @@ class Gunicorn:
         return self.log_path.read_text(errors="replace")
 
     def worker_pids(self) -> list[int]:
-        return children_of(self.pid)
+        """Workers are forks of the master: same command line (unlike helper processes)."""
+        own = _cmdline(self.pid)
+        return [pid for pid in children_of(self.pid) if _cmdline(pid) == own]
 
     def booted_pids(self) -> set[int]:
         return {int(pid) for pid in _STARTUP_COMPLETE.findall(self.log())}

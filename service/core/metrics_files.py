@@ -1,0 +1,69 @@
+"""The multiprocess metrics directory: consistent reads, and compaction of dead workers.
+
+prometheus-client keeps a counter and a histogram file per process forever, so counters
+never go backwards, and the directory grows by a few files per recycled worker. When a
+worker dies, the master folds its values into per-type archive files and deletes its files.
+A directory lock (shared for scrapes, exclusive for compaction) makes each scrape see every
+value exactly once: before the fold or after it, never in between.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, multiprocess
+from prometheus_client.metrics_core import Metric
+from prometheus_client.mmap_dict import MmapedDict
+
+ARCHIVE_PID = "archive"
+_LOCK_FILE = ".compaction.lock"
+# (file prefix, how two processes' values combine). Live gauges are dropped, not folded.
+_FOLDED: tuple[tuple[str, Callable[[float, float], float]], ...] = (
+    ("counter", lambda archived, dead: archived + dead),
+    ("histogram", lambda archived, dead: archived + dead),
+    ("gauge_max", max),
+)
+
+
+@contextmanager
+def directory_lock(directory: str, *, exclusive: bool) -> Iterator[None]:
+    with open(os.path.join(directory, _LOCK_FILE), "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class ConsistentMultiProcessCollector(multiprocess.MultiProcessCollector):
+    def collect(self) -> Iterable[Metric]:
+        with directory_lock(self._path, exclusive=False):
+            return list(super().collect())
+
+
+def aggregate_registry(directory: str) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    ConsistentMultiProcessCollector(registry, path=directory)
+    return registry
+
+
+def compact_dead_process(directory: str, pid: int) -> None:
+    """Called by the master for each exited worker."""
+    with directory_lock(directory, exclusive=True):
+        multiprocess.mark_process_dead(pid, directory)
+        for prefix, combine in _FOLDED:
+            dead = Path(directory) / f"{prefix}_{pid}.db"
+            if not dead.exists():
+                continue
+            archive = MmapedDict(str(Path(directory) / f"{prefix}_{ARCHIVE_PID}.db"))
+            try:
+                for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(str(dead)):
+                    archived, _ = archive.read_value(key)
+                    archive.write_value(key, combine(archived, value), timestamp)
+            finally:
+                archive.close()
+            dead.unlink()
