@@ -11,6 +11,7 @@ from service.auth.schemas import TokenPair
 from service.core import metrics
 from service.core.db import SessionDep
 from service.core.openapi import responses
+from service.core.schemas import reject_unstorable_text
 from service.core.security import InvalidTokenError, TokenService
 from service.users import service as users
 
@@ -36,7 +37,11 @@ async def login(
     tokens: TokensDep,
     response: Response,
 ) -> TokenPair:
-    user = await users.get_user_by_name(session, name=form.username)
+    try:
+        name = reject_unstorable_text(form.username)
+    except ValueError:
+        name = None  # cannot be stored, so no such user; still pay for a verify below
+    user = await users.get_user_by_name(session, name=name) if name else None
     password_ok = await hasher.verify(form.password, user.password_hash if user else None)
     if user is None or not password_ok:
         metrics.LOGINS.labels(outcome="unknown_user" if user is None else "bad_password").inc()

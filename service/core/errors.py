@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from service.core.db import RetriesExhaustedError, sqlstate_of
 
@@ -19,6 +20,19 @@ QUERY_CANCELED = "57014"  # statement_timeout
 # Class 08 (connection exception), 53 (insufficient resources), 57P (operator intervention:
 # shutdown, cannot connect now): the database is unavailable, not the request wrong.
 _UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "53", "57P")
+
+
+FASTAPI_BODY_PARSE_ERROR = "There was an error parsing the body"
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Starlette's 405 names one route's methods; FastAPI has one route per method."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
 
 
 class ServiceUnavailableError(Exception):
@@ -61,9 +75,14 @@ def install_error_handlers(app: FastAPI, *, retry_after_seconds: int) -> None:
 
     async def on_http_exception(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        return JSONResponse(
-            {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
-        )
+        if exc.status_code == 400 and exc.detail == FASTAPI_BODY_PARSE_ERROR:
+            # A body that is not even text (bad UTF-8): malformed input like bad JSON, so 422.
+            errors = [{"type": "body_invalid", "loc": ["body"], "msg": "Body cannot be decoded"}]
+            return JSONResponse({"detail": errors}, status_code=422)
+        headers = exc.headers
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
     async def on_service_unavailable(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ServiceUnavailableError)

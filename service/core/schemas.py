@@ -11,7 +11,13 @@ MAX_PAGE_SIZE = 500
 MAX_OFFSET = 1_000_000
 
 # Names are stripped of surrounding space and must keep at least one visible character.
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=30)]
+NO_NUL_PATTERN = r"^[^\x00]*$"
+Name = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=30, pattern=r"^[^\x00]*\S[^\x00]*$"
+    ),
+]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Page size")]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Rows to skip")]
 

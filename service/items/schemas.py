@@ -4,7 +4,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from service.core.schemas import Name, reject_unstorable_text
 
@@ -44,14 +44,11 @@ class ItemAddedUpdate(ItemUpdate):
 class ItemsBulkUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    updates: list[ItemAddedUpdate] = Field(min_length=1, max_length=MAX_BULK_UPDATES)
-
-    @field_validator("updates")
-    @classmethod
-    def _distinct_items(cls, updates: list[ItemAddedUpdate]) -> list[ItemAddedUpdate]:
-        if len({update.pubid for update in updates}) != len(updates):
-            raise ValueError("each item may appear only once")
-        return updates
+    updates: list[ItemAddedUpdate] = Field(
+        min_length=1,
+        max_length=MAX_BULK_UPDATES,
+        description="Applied in this order; an item named twice ends with its last value.",
+    )
 
 
 class ItemOut(BaseModel):

@@ -5,7 +5,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from service.core.schemas import Name, reject_unstorable_text
+from service.core.schemas import NO_NUL_PATTERN, Name, reject_unstorable_text
 from service.core.security import BCRYPT_MAX_PASSWORD_BYTES
 from service.items.schemas import ItemOut
 from service.users.models import FULLNAME_MAX_LENGTH
@@ -24,15 +24,25 @@ def _check_password(value: str) -> str:
     return value
 
 
+# The letter-and-digit rule, for the OpenAPI schema only: pydantic's regex engine has no
+# lookaheads, so _check_password enforces it (and the 72-byte bcrypt limit).
+_PASSWORD_SCHEMA_PATTERN = r"^(?=.*[^\W\d_])(?=.*\d)[^\x00]*$"
+
 Password = Annotated[
     str,
     StringConstraints(min_length=PASSWORD_MIN_LENGTH, max_length=PASSWORD_MAX_LENGTH),
     AfterValidator(_check_password),
+    Field(
+        json_schema_extra={"pattern": _PASSWORD_SCHEMA_PATTERN},
+        description="8-50 characters, at least one letter and one digit, at most 72 bytes",
+    ),
 ]
 UserName = Annotated[Name, AfterValidator(reject_unstorable_text)]
 FullName = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, max_length=FULLNAME_MAX_LENGTH),
+    StringConstraints(
+        strip_whitespace=True, max_length=FULLNAME_MAX_LENGTH, pattern=NO_NUL_PATTERN
+    ),
     AfterValidator(reject_unstorable_text),
 ]
 
