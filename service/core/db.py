@@ -12,7 +12,8 @@ from typing import Annotated, Any, TypeVar
 from uuid import uuid4
 
 from fastapi import Depends, Request
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -84,7 +85,25 @@ def build_engine(settings: Settings) -> AsyncEngine:
     url = settings.database_url
     if settings.db_pgbouncer:
         url += ("&" if "?" in url else "?") + "prepared_statement_cache_size=0"
-    return create_async_engine(url, connect_args=connect_args, **pool_args)
+    engine = create_async_engine(url, connect_args=connect_args, **pool_args)
+    event.listen(engine.sync_engine, "handle_error", _drop_connections_that_timed_out)
+    return engine
+
+
+def _drop_connections_that_timed_out(context: ExceptionContext) -> None:
+    """asyncpg's client-side command timeout leaves the connection mid-protocol. SQLAlchemy
+    would send ROLLBACK on it (a second command timeout against a hung server), and on
+    invalidation first tries a graceful close with its own fixed 2 s timeout. Terminate the
+    driver connection now and report a disconnect, so the request fails at the configured
+    timeout. Only this connection: one slow query says nothing about the rest of the pool."""
+    if not isinstance(context.original_exception, TimeoutError):
+        return
+    context.is_disconnect = True
+    context.invalidate_pool_on_disconnect = False
+    if context.connection is not None and not context.connection.invalidated:
+        driver_connection = context.connection.connection.driver_connection
+        if driver_connection is not None:
+            driver_connection.terminate()
 
 
 def build_null_pool_engine(database_url: str) -> AsyncEngine:

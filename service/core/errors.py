@@ -61,7 +61,7 @@ def unavailable_reason(exc: BaseException) -> str:
     if isinstance(exc, DBAPIError) and sqlstate_of(exc) == QUERY_CANCELED:
         return "statement_timeout"
     if isinstance(exc, TimeoutError):
-        return "connect_timeout"
+        return "timeout"  # asyncpg's connect or command timeout
     return "disconnect"
 
 

@@ -50,6 +50,9 @@ def free_port(preferred: int | None = None) -> int:
     candidates = [preferred] if preferred else []
     for candidate in [*candidates, 0]:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            # As PostgreSQL does: a port left in TIME_WAIT by a server we just stopped is
+            # free to listen on again (restarts keep their port).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind(("127.0.0.1", candidate or 0))
             except OSError:

@@ -1,0 +1,56 @@
+"""A PostgreSQL of the test's own, so a test may restart, stop or freeze it."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+from alembic import command
+
+from service.dev.postgres import EmbeddedPostgres
+from tests.support.database import alembic_config, with_database
+from tests.support.processes import children_of
+
+
+@dataclass
+class OwnPostgres:
+    server: EmbeddedPostgres
+    database_url: str
+
+    def log(self) -> str:
+        return self.server.log_file.read_text(errors="replace")
+
+    def processes(self) -> list[int]:
+        postmaster = self.server.postmaster_pid()
+        assert postmaster is not None
+        return [postmaster, *children_of(postmaster)]
+
+    def freeze(self) -> list[int]:
+        """SIGSTOP the postmaster and every backend: a database that hangs, not one that
+        refuses."""
+        frozen = self.processes()
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        return frozen
+
+    @staticmethod
+    def thaw(frozen: list[int]) -> None:
+        for pid in frozen:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+@contextmanager
+def own_postgres(data_dir: Path, **settings: str) -> Iterator[OwnPostgres]:
+    server = EmbeddedPostgres(data_dir, extra_settings=settings, log=lambda _: None)
+    url = server.start()
+    try:
+        database_url = with_database(url, "postgres")
+        command.upgrade(alembic_config(database_url), "head")
+        yield OwnPostgres(server, database_url)
+    finally:
+        server.destroy()
