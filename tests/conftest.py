@@ -44,15 +44,22 @@ async def app(database_url: str) -> AsyncIterator[FastAPI]:
         yield application
 
 
-@pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-        yield http
-
-
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def gunicorn_server(database_url: str) -> Iterator[Gunicorn]:
     """Four real UvicornWorker processes under a real gunicorn master, on loopback."""
     with run_gunicorn(database_url, workers=4) as server:
         yield server
+
+
+@pytest.fixture(params=["in-process", "gunicorn"])
+async def client(request: pytest.FixtureRequest, app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """The API, both in-process (fast, precise tracebacks) and through a real 4-worker
+    gunicorn on loopback (what users run)."""
+    if request.param == "gunicorn":
+        server: Gunicorn = request.getfixturevalue("gunicorn_server")
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            yield http
+        return
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        yield http

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.core import metrics
 
 access_logger = logging.getLogger("service.access")
+error_logger = logging.getLogger("service.errors")
 
 _REQUEST_ID_MAX = 128
 
@@ -69,9 +70,12 @@ class RequestObservation:
         slot = metrics.worker_slot()
         in_progress = metrics.HTTP_IN_PROGRESS.labels(worker=slot)
 
+        response_started = False
+
         async def send_with_headers(message: Message) -> None:
-            nonlocal status_code
+            nonlocal status_code, response_started
             if message["type"] == "http.response.start":
+                response_started = True
                 status_code = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id))
@@ -85,6 +89,14 @@ class RequestObservation:
             in_progress.inc()
         try:
             await self.app(scope, receive, send_with_headers)
+        except Exception:
+            # Answer here rather than let the exception reach the server: uvicorn closes a
+            # keep-alive connection whose app raised, and the client's next request on it
+            # would fail. The traceback goes to the log, never to the client.
+            if response_started:
+                raise
+            error_logger.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            await _send_json(send_with_headers, 500, {"detail": "Internal server error"})
         finally:
             duration = time.perf_counter() - started
             route = scope.get("route")

@@ -134,7 +134,7 @@ async def test_sigkill_of_a_worker_is_respawned_and_only_its_requests_fail(
 async def test_a_worker_blocked_past_timeout_is_replaced_while_others_serve(
     database_url: str,
 ) -> None:
-    env = {"TIMEOUT": "2", "APP_MODULE": "tests.support.blocking_app:create_app()"}
+    env = {"TIMEOUT": "2", "APP_MODULE": "tests.support.faulty_app:create_app()"}
     with run_gunicorn(database_url, workers=2, env=env) as server:
         original = set(server.worker_pids())
         async with httpx.AsyncClient(base_url=server.url, timeout=20) as http:

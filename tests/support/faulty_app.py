@@ -1,6 +1,6 @@
-"""The real app plus one route that blocks its worker's event loop, for the TIMEOUT test.
+"""The real app plus routes that misbehave on purpose, for lifecycle and security tests.
 
-Started through gunicorn.conf.py with APP_MODULE=tests.support.blocking_app:create_app()."""
+Started through gunicorn.conf.py with APP_MODULE=tests.support.faulty_app:create_app()."""
 
 from __future__ import annotations
 
@@ -18,5 +18,9 @@ def create_app() -> FastAPI:
     async def block(seconds: float) -> dict[str, float]:
         time.sleep(seconds)  # noqa: ASYNC251 - blocking the loop is the point of this route
         return {"slept": seconds}
+
+    @app.get("/_test/crash")
+    async def crash() -> None:
+        raise RuntimeError("secret internal detail: /etc/service/config")
 
     return app
