@@ -84,7 +84,10 @@ def on_starting(server: _Arbiter) -> None:
     if max_requests_jitter and not max_requests:
         server.log.warning("MAX_REQUESTS_JITTER has no effect without MAX_REQUESTS")
     budget = _deployment.connection_budget(settings, server.cfg.workers, _RESERVE)
-    server.log.info(budget.describe())
+    if budget.available is None:
+        server.log.warning("%s; starting anyway, /readyz reports the database", budget.describe())
+    else:
+        server.log.info(budget.describe())
     if not budget.fits:
         server.log.error(
             "refusing to start: %d connections needed but the database allows %d. Lower "

@@ -42,6 +42,9 @@ async def login(
     except ValueError:
         name = None  # cannot be stored, so no such user; still pay for a verify below
     user = await users.get_user_by_name(session, name=name) if name else None
+    # Give the pooled connection back before bcrypt's ~0.25 s: a login must not hold a
+    # connection that other requests are waiting for. (The user stays loaded, detached.)
+    await session.close()
     password_ok = await hasher.verify(form.password, user.password_hash if user else None)
     if user is None or not password_ok:
         metrics.LOGINS.labels(outcome="unknown_user" if user is None else "bad_password").inc()

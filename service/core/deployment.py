@@ -67,6 +67,7 @@ class ConnectionBudget:
     per_worker: int
     max_connections: int | None
     reserved: int
+    unknown_because: str = ""
 
     @property
     def needed(self) -> int:
@@ -88,7 +89,7 @@ class ConnectionBudget:
             f"(pool size + overflow) = {self.needed}"
         )
         if self.available is None:
-            return text + "; database max_connections unknown (database not reachable)"
+            return text + f"; could not read max_connections ({self.unknown_because})"
         return (
             text + f"; database allows {self.available} "
             f"(max_connections {self.max_connections} - {self.reserved} reserved)"
@@ -116,8 +117,9 @@ def connection_budget(settings: Settings, workers: int, reserve: int) -> Connect
             _server_limits(settings.database_url, settings.db_connect_timeout_seconds)
         )
     except Exception as exc:  # refused, timed out, auth failed: all mean "unknown", not fatal
-        print(f"[gunicorn.conf] could not read max_connections: {exc!r}", file=sys.stderr)
-        return ConnectionBudget(workers, settings.connections_per_worker, None, reserve)
+        return ConnectionBudget(
+            workers, settings.connections_per_worker, None, reserve, unknown_because=repr(exc)
+        )
     return ConnectionBudget(
         workers, settings.connections_per_worker, max_connections, superuser_reserved + reserve
     )

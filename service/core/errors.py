@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from service.core.db import RetriesExhaustedError, sqlstate_of
+from service.core.metrics import DB_ERRORS
 
 logger = logging.getLogger("service.errors")
 
@@ -91,7 +92,7 @@ def install_error_handlers(app: FastAPI, *, retry_after_seconds: int) -> None:
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         if is_database_unavailable(exc):
             reason = unavailable_reason(exc)
-            request.state.db_error = reason
+            DB_ERRORS.labels(kind=reason).inc()
             logger.warning("database unavailable (%s): %s", reason, type(exc).__name__)
             return unavailable(reason)
         logger.exception("unhandled error on %s %s", request.method, request.url.path)

@@ -10,6 +10,7 @@ value exactly once: before the fold or after it, never in between.
 from __future__ import annotations
 
 import fcntl
+import glob
 import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -42,7 +43,14 @@ def directory_lock(directory: str, *, exclusive: bool) -> Iterator[None]:
 class ConsistentMultiProcessCollector(multiprocess.MultiProcessCollector):
     def collect(self) -> Iterable[Metric]:
         with directory_lock(self._path, exclusive=False):
-            return list(super().collect())
+            # A worker that is just starting creates its file empty and sizes it a moment
+            # later; prometheus-client cannot parse a 0-byte file, and it holds no values yet.
+            files = [
+                path
+                for path in glob.glob(os.path.join(self._path, "*.db"))
+                if os.path.getsize(path) > 0
+            ]
+            return list(self.merge(files, accumulate=True))
 
 
 def aggregate_registry(directory: str) -> CollectorRegistry:

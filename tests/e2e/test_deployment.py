@@ -7,6 +7,7 @@ import asyncio
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -32,8 +33,16 @@ async def _application_names(database_url: str) -> set[str]:
     return {row["application_name"] for row in rows}
 
 
+@pytest.fixture
+def private_database(postgres_server_url: str) -> Iterator[str]:
+    """A database no other gunicorn of this session connects to."""
+    with fresh_database(postgres_server_url) as url:
+        yield url
+
+
 @pytest.mark.parametrize("preload", ["false", "true"])
-async def test_each_worker_owns_its_pool(database_url: str, preload: str) -> None:
+async def test_each_worker_owns_its_pool(private_database: str, preload: str) -> None:
+    database_url = private_database
     with run_gunicorn(database_url, workers=4, env={"PRELOAD_APP": preload}) as server:
         pids = server.worker_pids()
         async with httpx.AsyncClient(base_url=server.url, timeout=5) as http:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from fastapi import FastAPI
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
@@ -25,6 +26,11 @@ async def _client_for(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
             yield http
+
+
+def _db_errors(kind: str) -> float:
+    """In-process tests use prometheus_client's default registry (no multiprocess dir)."""
+    return REGISTRY.get_sample_value("db_errors_total", {"kind": kind}) or 0.0
 
 
 @pytest.fixture
@@ -53,6 +59,7 @@ async def test_pool_exhaustion_is_503_within_the_pool_timeout(database_url: str)
     app = create_app(make_settings(database_url, db_pool_size=1, db_pool_timeout_seconds=0.5))
     async for http in _client_for(app):
         engine = app.state.database.engine
+        counted_before = _db_errors("pool_timeout")
         async with engine.connect() as held:
             await held.execute(text("SELECT 1"))
             started = time.monotonic()
@@ -63,6 +70,7 @@ async def test_pool_exhaustion_is_503_within_the_pool_timeout(database_url: str)
         assert response.json()["reason"] == "pool_timeout"
         assert "retry-after" in response.headers
         assert 0.4 < waited < 2.5
+        assert _db_errors("pool_timeout") == counted_before + 1
         assert (await http.get("/users")).status_code == 200
 
 
