@@ -1,0 +1,129 @@
+"""PostgreSQL for the proof: a fresh, migrated database to run against, and the queries that
+check the ledger against the rows."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import asyncpg
+from sqlalchemy.engine import make_url
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEV_DATA_DIR = PROJECT_ROOT / ".pgdata" / "dev"
+
+
+def plain_dsn(url: str) -> str:
+    """asyncpg wants postgresql://, SQLAlchemy wants postgresql+asyncpg://."""
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+def with_database(url: str, database: str) -> str:
+    return make_url(url).set(database=database).render_as_string(hide_password=False)
+
+
+async def _execute(url: str, statement: str) -> None:
+    connection = await asyncpg.connect(plain_dsn(url), timeout=10)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@contextlib.contextmanager
+def server(url: str | None, say: Callable[[str], None]) -> Iterator[str]:
+    """The given server URL, else DATABASE_URL, else the embedded dev PostgreSQL
+    (started for the duration if it was not running)."""
+    configured = url or os.environ.get("DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    from service.dev.postgres import EmbeddedPostgres
+
+    embedded = EmbeddedPostgres(DEV_DATA_DIR, log=say)
+    started = embedded.start()
+    try:
+        yield started
+    finally:
+        embedded.stop_if_started_here()
+
+
+def migrate(url: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head"],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "DATABASE_URL": url},
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+@contextlib.contextmanager
+def fresh_database(server_url: str, *, keep: bool, say: Callable[[str], None]) -> Iterator[str]:
+    """A new database on the server, migrated to head; dropped afterwards unless `keep`."""
+    name = f"loadtest_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_execute(server_url, f'CREATE DATABASE "{name}"'))
+    url = with_database(server_url, name)
+    try:
+        say(f"database {name} created; migrating ...")
+        migrate(url)
+        yield url
+    finally:
+        if keep:
+            say(f"database kept: {url}")
+        else:
+            asyncio.run(_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@dataclass(frozen=True)
+class RowCheck:
+    users_total: int
+    items_total: int
+    users_present: set[str]
+    items_present: set[str]
+    users_fullname: dict[str, str | None]
+    items_added: dict[str, datetime]
+
+
+async def _inspect(url: str, users: list[str], items: list[str], hot: list[str]) -> RowCheck:
+    connection = await asyncpg.connect(plain_dsn(url), timeout=10)
+    try:
+        users_total = int(await connection.fetchval("SELECT count(*) FROM users"))
+        items_total = int(await connection.fetchval("SELECT count(*) FROM items"))
+        user_rows = await connection.fetch(
+            "SELECT pubid::text AS pubid, fullname FROM users WHERE pubid = ANY($1::uuid[])",
+            users,
+        )
+        item_rows = await connection.fetch(
+            "SELECT pubid::text AS pubid, added FROM items WHERE pubid = ANY($1::uuid[])",
+            sorted(set(items) | set(hot)),
+        )
+    finally:
+        await connection.close()
+    return RowCheck(
+        users_total=users_total,
+        items_total=items_total,
+        users_present={row["pubid"] for row in user_rows},
+        items_present={row["pubid"] for row in item_rows if row["pubid"] in set(items)},
+        users_fullname={row["pubid"]: row["fullname"] for row in user_rows},
+        items_added={row["pubid"]: row["added"] for row in item_rows},
+    )
+
+
+def inspect(url: str, *, users: set[str], items: set[str], hot_items: set[str]) -> RowCheck:
+    """Which of these pubids have rows (one query per table), with the hot rows' values."""
+    return asyncio.run(_inspect(url, sorted(users), sorted(items), sorted(hot_items)))
+
+
+def table_counts(url: str) -> tuple[int, int]:
+    check = inspect(url, users=set(), items=set(), hot_items=set())
+    return check.users_total, check.items_total
