@@ -8,12 +8,11 @@ import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
 import httpx
 import pytest
 
 from tests.support.api import PASSWORD, Account, add_item, signup, unique_name
-from tests.support.database import plain_dsn
+from tests.support.database import fetch
 from tests.support.processes import Gunicorn, run_gunicorn
 
 pytestmark = pytest.mark.gunicorn
@@ -46,14 +45,6 @@ class Poller:
                 self.workers[response.headers["x-worker-id"]] += 1
 
 
-async def _rows(database_url: str, query: str, *args: object) -> list[asyncpg.Record]:
-    connection = await asyncpg.connect(plain_dsn(database_url))
-    try:
-        return list(await connection.fetch(query, *args))
-    finally:
-        await connection.close()
-
-
 async def test_create_while_polling(gunicorn_server: Gunicorn, database_url: str) -> None:
     prefix = unique_name("cwp")[:12]
     poller = Poller(gunicorn_server.url)
@@ -84,11 +75,11 @@ async def test_create_while_polling(gunicorn_server: Gunicorn, database_url: str
     assert poller.slowest < CLIENT_TIMEOUT
     users = {pubid: items for batch in created for pubid, items in batch}
     assert len(users) == 40
-    user_rows = await _rows(
+    user_rows = await fetch(
         database_url, "SELECT pubid::text AS pubid FROM users WHERE name LIKE $1", f"{prefix}-%"
     )
     assert Counter(row["pubid"] for row in user_rows) == Counter(users.keys())  # exactly once
-    item_rows = await _rows(
+    item_rows = await fetch(
         database_url,
         "SELECT i.pubid::text AS pubid FROM items i JOIN users u ON u.id = i.user_id "
         "WHERE u.name LIKE $1",

@@ -10,26 +10,22 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 
 from service.dev.postgres import EmbeddedPostgres
 from tests.support.api import signup
-from tests.support.database import fresh_database, plain_dsn
+from tests.support.database import fetch, fresh_database
 from tests.support.processes import GUNICORN, PROJECT_ROOT, gunicorn_env, run_gunicorn
 
 pytestmark = pytest.mark.gunicorn
 
 
 async def _application_names(database_url: str) -> set[str]:
-    connection = await asyncpg.connect(plain_dsn(database_url))
-    try:
-        rows = await connection.fetch(
-            "SELECT application_name FROM pg_stat_activity WHERE datname = current_database()"
-        )
-    finally:
-        await connection.close()
+    rows = await fetch(
+        database_url,
+        "SELECT application_name FROM pg_stat_activity WHERE datname = current_database()",
+    )
     return {row["application_name"] for row in rows}
 
 

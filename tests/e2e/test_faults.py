@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.support.api import PASSWORD, signup, unique_name
-from tests.support.database import plain_dsn
+from tests.support.database import fetch, plain_dsn
 from tests.support.faults import OwnPostgres, own_postgres
 from tests.support.processes import eventually, run_gunicorn
 
@@ -35,14 +35,6 @@ FAST_FAILURE_ENV = {
 def pg(tmp_path: Path) -> Iterator[OwnPostgres]:
     with own_postgres(tmp_path / "pg") as database:
         yield database
-
-
-async def _fetch(database_url: str, query: str, *args: object) -> list[asyncpg.Record]:
-    connection = await asyncpg.connect(plain_dsn(database_url))
-    try:
-        return list(await connection.fetch(query, *args))
-    finally:
-        await connection.close()
 
 
 @dataclass
@@ -105,7 +97,7 @@ async def test_workers_killed_mid_transaction_leave_no_half_written_data(
         await asyncio.sleep(1)
         stop.set()
         await asyncio.gather(*clients)
-    rows = await _fetch(
+    rows = await fetch(
         pg.database_url,
         "SELECT u.name, u.pubid::text AS pubid, count(i.id) AS items FROM users u "
         "LEFT JOIN items i ON i.user_id = u.id WHERE u.name LIKE $1 GROUP BY u.id",
@@ -142,7 +134,7 @@ async def test_database_restart_under_load_is_fast_503s_then_recovery(
         stop.set()
         await asyncio.gather(*clients)
         workers_after = server.worker_pids()
-    rows = await _fetch(
+    rows = await fetch(
         pg.database_url,
         "SELECT name, pubid::text AS pubid FROM users WHERE name LIKE $1",
         f"{prefix}-%",
@@ -264,7 +256,7 @@ async def test_same_name_signup_race_has_exactly_one_winner(pg: OwnPostgres) -> 
             )
     statuses = Counter(response.status_code for response in responses)
     assert statuses == {201: 1, 409: 49}
-    rows = await _fetch(pg.database_url, "SELECT count(*) AS n FROM users WHERE name = $1", name)
+    rows = await fetch(pg.database_url, "SELECT count(*) AS n FROM users WHERE name = $1", name)
     assert rows[0]["n"] == 1
 
 

@@ -39,6 +39,15 @@ def alembic_config(url: str) -> Config:
     return config
 
 
+async def fetch(url: str, query: str, *args: object) -> list[asyncpg.Record]:
+    """Rows straight from PostgreSQL, bypassing the service: what is really stored."""
+    connection = await asyncpg.connect(plain_dsn(url))
+    try:
+        return list(await connection.fetch(query, *args))
+    finally:
+        await connection.close()
+
+
 async def _admin(url: str, statement: str) -> None:
     connection = await asyncpg.connect(plain_dsn(url), timeout=10)
     try:

@@ -11,6 +11,7 @@ import configparser
 import os
 import pwd
 import shlex
+import socket
 import subprocess
 import tempfile
 import time
@@ -78,13 +79,12 @@ class PgBouncer:
 
 
 def _wait_listening(process: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
-    import socket
-
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if process.poll() is not None:
+            stderr = (log_path.parent / "stderr.log").read_text(errors="replace")
             raise RuntimeError(
-                f"pgbouncer exited with {process.returncode}:\n"
+                f"pgbouncer exited with {process.returncode}:\n{stderr}\n"
                 f"{log_path.read_text(errors='replace')}"
             )
         with socket.socket() as sock:
@@ -139,15 +139,17 @@ def run_pgbouncer(server_url: str, **overrides: str) -> Iterator[PgBouncer]:
         with config_path.open("w") as handle:
             config.write(handle)
         log_path.touch()
-        command = [binary, "-q", str(config_path)]
+        command = [binary, str(config_path)]
         if os.geteuid() == 0:
             account = pwd.getpwnam(UNPRIVILEGED_USER)
             for path in (directory, userlist, config_path, log_path):
                 os.chown(path, account.pw_uid, account.pw_gid)
             command[1:1] = ["-u", UNPRIVILEGED_USER]
-        process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=directory
-        )
+        # Errors before the logfile opens (a bad config) only reach stderr: keep those too.
+        with (directory / "stderr.log").open("wb") as output:
+            process = subprocess.Popen(
+                command, stdout=output, stderr=subprocess.STDOUT, cwd=directory
+            )
         try:
             _wait_listening(process, port, log_path)
             yield PgBouncer(process, port, config, log_path)
