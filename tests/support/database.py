@@ -6,6 +6,7 @@ exactly as deployments do, and drops it at the end."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import uuid
 from collections.abc import Iterator
@@ -58,16 +59,28 @@ async def _admin(url: str, statement: str) -> None:
 
 @contextmanager
 def server_url() -> Iterator[str]:
+    """DATABASE_URL's server, or the embedded one in .pgdata/test. Several test sessions
+    may share the embedded server: each holds a shared lock while it uses it, and whoever
+    finishes last (and so can lock exclusively) stops it."""
     configured = os.environ.get("DATABASE_URL")
     if configured:
         yield configured
         return
+    TEST_DATA_DIR.parent.mkdir(parents=True, exist_ok=True)
     server = EmbeddedPostgres(TEST_DATA_DIR, log=lambda message: None)
-    url = server.start()
-    try:
-        yield url
-    finally:
-        server.stop_if_started_here()
+    with open(TEST_DATA_DIR.parent / "test.lock", "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one session at a time starts (or adopts) it
+        url = server.start()
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        try:
+            yield url
+        finally:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pass  # another session still uses the server; it will stop it
+            else:
+                server.stop()
 
 
 @contextmanager
