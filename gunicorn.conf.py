@@ -81,8 +81,20 @@ def on_starting(server: _Arbiter) -> None:
     except _ConfigurationError as exc:
         server.log.error("refusing to start: %s", exc)
         _sys.exit(2)
+    server.log.info("metrics directory: %s", _METRICS_DIR)
     if max_requests_jitter and not max_requests:
         server.log.warning("MAX_REQUESTS_JITTER has no effect without MAX_REQUESTS")
+    if settings.db_pgbouncer:
+        # These are client connections to PgBouncer; its own pool (default_pool_size,
+        # max_db_connections) bounds the connections to PostgreSQL.
+        server.log.info(
+            "connection budget: %d workers x %d client connections to PgBouncer = %d; "
+            "PgBouncer's pool bounds the connections to PostgreSQL",
+            server.cfg.workers,
+            settings.connections_per_worker,
+            server.cfg.workers * settings.connections_per_worker,
+        )
+        return
     budget = _deployment.connection_budget(settings, server.cfg.workers, _RESERVE)
     if budget.available is None:
         server.log.warning("%s; starting anyway, /readyz reports the database", budget.describe())
@@ -97,7 +109,6 @@ def on_starting(server: _Arbiter) -> None:
             budget.available,
         )
         _sys.exit(2)
-    server.log.info("metrics directory: %s", _METRICS_DIR)
 
 
 def when_ready(server: _Arbiter) -> None:

@@ -9,7 +9,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
-from uuid import uuid4
 
 from fastapi import Depends, Request
 from sqlalchemy import event, text
@@ -66,13 +65,16 @@ def build_engine(settings: Settings) -> AsyncEngine:
     }
     if settings.db_pgbouncer:
         # PgBouncer in transaction mode may hand each transaction a different server
-        # connection, so a named prepared statement must never be reused across them.
-        # See SQLAlchemy's asyncpg dialect docs, "Prepared Statement Name with PGBouncer".
+        # connection, so no prepared statement may outlive its transaction. With both caches
+        # off (asyncpg's here, SQLAlchemy's in the URL below), asyncpg >= 0.32 prepares
+        # unnamed statements, which the next one replaces: nothing is left on PgBouncer's
+        # server connections. (The unique names of SQLAlchemy's "Prepared Statement Name with
+        # PGBouncer" recipe would leave one named statement per query there, measured.)
         connect_args["statement_cache_size"] = 0
-        connect_args["prepared_statement_name_func"] = lambda: f"__asyncpg_{uuid4()}__"
     else:
         # PgBouncer refuses unknown startup parameters; direct connections get the
-        # statement timeout at connect time, bounced ones get it from the database role.
+        # statement timeout at connect time, bounced ones from PgBouncer's connect_query
+        # (deploy/pgbouncer/pgbouncer.ini) or the database role.
         server_settings["statement_timeout"] = str(settings.db_statement_timeout_ms)
     connect_args["server_settings"] = server_settings
 

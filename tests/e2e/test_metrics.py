@@ -55,12 +55,17 @@ async def scrape(server: Gunicorn) -> Samples:
 
 
 async def test_counts_reconcile_exactly_on_every_scrape(database_url: str) -> None:
-    k = 200
     with run_gunicorn(database_url, workers=4) as server:
+        k = 0
+        served_by: set[str] = set()
         async with httpx.AsyncClient(base_url=server.url, timeout=5) as http:
-            for _ in range(k):  # fresh connections, so the kernel spreads them over workers
+            # At least 200 requests, and on until every worker has served some: fresh
+            # connections let the kernel spread them, but a busy machine may starve one.
+            while k < 200 or (len(served_by) < 4 and k < 3000):
                 response = await http.get("/livez", headers={"Connection": "close"})
                 assert response.status_code == 200
+                served_by.add(response.headers["x-worker-id"])
+                k += 1
         for scrape_no in range(6):
             samples = await scrape(server)
             route_total = value(

@@ -1,0 +1,351 @@
+"""The service behind a real PgBouncer in transaction mode (deploy/pgbouncer/pgbouncer.ini),
+on loopback in front of the test PostgreSQL: DB_PGBOUNCER=true is all the service needs.
+
+PgBouncer's server pool is made deliberately small here (SERVER_POOL), far below what the
+gunicorn workers' pools open as clients, so every worker's transactions really do share
+server connections, in turn and in any order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
+
+import asyncpg
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
+
+from service.core.db import build_engine
+from service.core.settings import Settings
+from tests.support.database import fresh_database, plain_dsn
+from tests.support.pgbouncer import PgBouncer, run_pgbouncer
+from tests.support.processes import run_gunicorn, wait_for
+from tests.support.traffic import Client, Crossing, Ledger, crossing_batches, item_journey
+from tests.support.traffic import unique_prefix as _unique_prefix
+
+pytestmark = pytest.mark.gunicorn
+
+SERVER_POOL = 6
+BOUNCED = {"DB_PGBOUNCER": "true", "DB_POOL_SIZE": "10"}
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+@pytest.fixture(scope="module")
+def database_url(postgres_server_url: str) -> Iterator[str]:
+    """This module's own migrated database: the only backends in it are PgBouncer's
+    server connections (and the checks' own), so they can be counted."""
+    with fresh_database(postgres_server_url) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def bouncer(postgres_server_url: str) -> Iterator[PgBouncer]:
+    with run_pgbouncer(
+        postgres_server_url, default_pool_size=str(SERVER_POOL), reserve_pool_size="0"
+    ) as running:
+        assert running.setting("pool_mode") == "transaction"
+        yield running
+
+
+# --- helpers -----------------------------------------------------------------------------
+async def rows(database_url: str, query: str, *args: object) -> list[asyncpg.Record]:
+    """Straight from PostgreSQL, not through PgBouncer."""
+    connection = await asyncpg.connect(plain_dsn(database_url))
+    try:
+        return list(await connection.fetch(query, *args))
+    finally:
+        await connection.close()
+
+
+class ServerConnections:
+    """Polls pg_stat_activity: the server connections PgBouncer holds to the database."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self.peak = 0
+        self.stop = asyncio.Event()
+
+    async def run(self) -> None:
+        connection = await asyncpg.connect(plain_dsn(self.database_url))
+        try:
+            while not self.stop.is_set():
+                count = await connection.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+                self.peak = max(self.peak, count)
+                await asyncio.sleep(0.05)
+        finally:
+            await connection.close()
+
+
+@contextlib.asynccontextmanager
+async def watching_server_connections(database_url: str) -> AsyncIterator[ServerConnections]:
+    watcher = ServerConnections(database_url)
+    task = asyncio.create_task(watcher.run())
+    try:
+        yield watcher
+    finally:
+        watcher.stop.set()
+        await task
+
+
+async def scrape(base: str) -> Samples:
+    async with httpx.AsyncClient(timeout=10) as http:
+        response = await http.get(base + "/metrics")
+    assert response.status_code == 200
+    samples: Samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+def metric(samples: Samples, name: str) -> dict[frozenset[tuple[str, str]], float]:
+    return {labels: value for (found, labels), value in samples.items() if found == name}
+
+
+def requests_by_route(samples: Samples) -> Counter[tuple[str, str, str]]:
+    counts: Counter[tuple[str, str, str]] = Counter()
+    for labels, value in metric(samples, "http_requests_total").items():
+        found = dict(labels)
+        if found["route"] != "/metrics" and value:
+            counts[(found["method"], found["route"], found["status"])] = int(value)
+    return counts
+
+
+async def assert_rows_match(database_url: str, prefix: str, ledger: Ledger) -> int:
+    """Every user and item the clients saw committed is in PostgreSQL, exactly once, with
+    the `added` the clients last set; nothing else under this prefix. Returns item count."""
+    found = await rows(
+        database_url,
+        "SELECT u.name, i.pubid::text AS pubid, i.added FROM users u "
+        "LEFT JOIN items i ON i.user_id = u.id WHERE u.name LIKE $1",
+        f"{prefix}-%",
+    )
+    in_db: dict[str, dict[str, datetime]] = {}
+    for row in found:
+        items = in_db.setdefault(row["name"], {})
+        if row["pubid"] is not None:
+            assert row["pubid"] not in items
+            items[row["pubid"]] = row["added"]
+    expected = {name: items for name, items in ledger.users.items() if name.startswith(prefix)}
+    assert set(in_db) == set(expected)
+    for name, owned in expected.items():
+        assert set(in_db[name]) == set(owned), name
+        for pubid, added in owned.items():
+            if added is not None:
+                assert in_db[name][pubid] == datetime.fromisoformat(added)
+    return sum(len(items) for items in in_db.values())
+
+
+async def assert_crossing_settled(database_url: str, crossing: Crossing) -> None:
+    """Each group ends as one whole batch (all-or-nothing despite deadlocks and retries)."""
+    found = await rows(
+        database_url,
+        "SELECT pubid::text AS pubid, added FROM items WHERE pubid::text = ANY($1)",
+        [pubid for group in crossing.groups for pubid in group],
+    )
+    added = {row["pubid"]: row["added"] for row in found}
+    for n, group in enumerate(crossing.groups):
+        values = {added[pubid] for pubid in group}
+        allowed = {datetime.fromisoformat(crossing.stamps[(n, rev)]) for rev in (False, True)}
+        assert len(values) == 1, (n, values)
+        assert values <= allowed, (n, values)
+
+
+async def server_connection_state(bouncer: PgBouncer, database_url: str) -> list[tuple[str, int]]:
+    """(statement_timeout, named prepared statements) on each of PgBouncer's server
+    connections: SERVER_POOL transactions held open at once occupy one each."""
+    url = plain_dsn(bouncer.url_for(database_url))
+    connections = [await asyncpg.connect(url, statement_cache_size=0) for _ in range(SERVER_POOL)]
+    transactions = [connection.transaction() for connection in connections]
+    state = []
+    try:
+        for connection, transaction in zip(connections, transactions, strict=True):
+            await transaction.start()
+            state.append(
+                (
+                    await connection.fetchval("SHOW statement_timeout"),
+                    await connection.fetchval("SELECT count(*) FROM pg_prepared_statements"),
+                )
+            )
+    finally:
+        for connection, transaction in zip(connections, transactions, strict=True):
+            with contextlib.suppress(asyncpg.PostgresError):
+                await transaction.rollback()
+            await connection.close()
+    return state
+
+
+async def run_engine_traffic(url: str) -> int:
+    """The service's own engine (DB_PGBOUNCER=true), 12 concurrent sessions on 8 pooled
+    client connections multiplexed onto SERVER_POOL server connections."""
+    settings = Settings(database_url=url, environment="test", db_pgbouncer=True, db_pool_size=8)
+    engine = build_engine(settings)
+    answered = 0
+    try:
+
+        async def session(number: int) -> None:
+            nonlocal answered
+            for step in range(40):
+                async with engine.connect() as connection:
+                    value = await connection.scalar(
+                        text("SELECT CAST(:a AS int) * 1000 + CAST(:b AS int)"),
+                        {"a": number, "b": step},
+                    )
+                    await connection.commit()
+                assert value == number * 1000 + step
+                answered += 1
+
+        await asyncio.gather(*(session(number) for number in range(12)))
+    finally:
+        await engine.dispose()
+    return answered
+
+
+# --- tests -------------------------------------------------------------------------------
+async def test_bounced_engine_gets_statement_timeout_from_connect_query(
+    postgres_server_url: str, database_url: str
+) -> None:
+    """DB_PGBOUNCER drops the statement_timeout startup parameter (PgBouncer refuses it);
+    the repo's pgbouncer.ini sets it on every server connection instead."""
+    with run_pgbouncer(
+        postgres_server_url, default_pool_size=str(SERVER_POOL), reserve_pool_size="0"
+    ) as fresh:
+        answered = await run_engine_traffic(fresh.url_for(database_url))
+        state = await server_connection_state(fresh, database_url)
+    expected = Settings(environment="test").db_statement_timeout_ms
+    assert answered == 12 * 40
+    assert [timeout for timeout, _ in state] == [f"{expected // 1000}s"] * SERVER_POOL
+
+
+async def test_bounced_engine_leaves_no_prepared_statements_on_server_connections(
+    postgres_server_url: str, database_url: str
+) -> None:
+    with run_pgbouncer(
+        postgres_server_url, default_pool_size=str(SERVER_POOL), reserve_pool_size="0"
+    ) as fresh:
+        await run_engine_traffic(fresh.url_for(database_url))
+        state = await server_connection_state(fresh, database_url)
+    left_behind = [count for _, count in state]
+    assert left_behind == [0] * SERVER_POOL, left_behind
+
+
+async def test_four_workers_through_pgbouncer_with_zero_errors(
+    bouncer: PgBouncer, database_url: str
+) -> None:
+    prefix = _unique_prefix("pgb4")
+    ledger = Ledger()
+    with run_gunicorn(bouncer.url_for(database_url), workers=4, env=BOUNCED) as server:
+        async with watching_server_connections(database_url) as servers:
+
+            async def client(number: int) -> None:
+                async with Client([server.url], ledger) as one:
+                    for round_no in range(3):
+                        await item_journey(one, f"{prefix}-{number}-{round_no}")
+
+            results = await asyncio.gather(
+                *(client(number) for number in range(12)),
+                crossing_batches([server.url], ledger, f"{prefix}-x", groups=8, rows=10),
+            )
+        samples = await scrape(server.url)
+        log = server.log()
+    crossing = results[-1]
+    assert ledger.errors == [], ledger.errors[:5]
+    assert isinstance(crossing, Crossing)
+    assert len(ledger.workers[server.url]) == 4  # every worker served
+    assert "Traceback" not in log, log[-3000:]
+    items = await assert_rows_match(database_url, prefix, ledger)
+    assert items == 12 * 3 * 3 + 8 * 10
+    await assert_crossing_settled(database_url, crossing)
+    assert requests_by_route(samples) == ledger.by_route(server.url)
+    opened = sum(metric(samples, "db_connections_opened_total").values())
+    retries = sum(metric(samples, "db_errors_total").values())
+    print(
+        f"{ledger.total(server.url)} requests, {opened:.0f} client connections opened by "
+        f"the workers' pools, at most {servers.peak} server connections, "
+        f"{retries:.0f} deadlocks retried"
+    )
+    assert 0 < servers.peak <= SERVER_POOL
+    assert opened > SERVER_POOL  # clients really outnumbered server connections
+
+
+async def test_two_instances_share_one_database_through_pgbouncer(
+    bouncer: PgBouncer, database_url: str
+) -> None:
+    """One load run split across two gunicorn instances (separate ports, 2 workers each),
+    request by request as a round-robin proxy would: a token issued by one instance works
+    on the other, each step sees the previous one's commit, and each instance's /metrics
+    counts exactly what was sent to it."""
+    prefix = _unique_prefix("pgb2")
+    ledger = Ledger()
+    url = bouncer.url_for(database_url)
+    with (
+        run_gunicorn(url, workers=2, env=BOUNCED) as first,
+        run_gunicorn(url, workers=2, env=BOUNCED) as second,
+    ):
+        bases = [first.url, second.url]
+        async with watching_server_connections(database_url) as servers:
+
+            async def client(number: int) -> None:
+                async with Client(bases, ledger, start=number) as one:
+                    for round_no in range(2):
+                        await item_journey(one, f"{prefix}-{number}-{round_no}")
+
+            results = await asyncio.gather(
+                *(client(number) for number in range(10)),
+                crossing_batches(bases, ledger, f"{prefix}-x", groups=6, rows=8),
+            )
+        scraped = {base: await scrape(base) for base in bases}
+    crossing = results[-1]
+    assert ledger.errors == [], ledger.errors[:5]
+    assert isinstance(crossing, Crossing)
+    await assert_rows_match(database_url, prefix, ledger)
+    await assert_crossing_settled(database_url, crossing)
+    assert 0 < servers.peak <= SERVER_POOL
+    for base, samples in scraped.items():
+        sent = ledger.by_route(base)
+        assert sent, base
+        assert requests_by_route(samples) == sent, base
+        assert sum(metric(samples, "worker_requests_total").values()) == ledger.total(base)
+        logins = {dict(k)["outcome"]: v for k, v in metric(samples, "auth_logins_total").items()}
+        assert logins.get("success", 0) == sent[("POST", "/auth/token", "200")]
+        assert logins.get("bad_password", 0) == sent[("POST", "/auth/token", "401")]
+        assert sum(metric(samples, "db_pool_size").values()) == 2 * 10
+    total_sent = sum(ledger.total(base) for base in scraped)
+    users = sum(ledger.by_route(base)[("POST", "/users", "201")] for base in scraped)
+    assert users == len([name for name in ledger.users if name.startswith(prefix)])
+    print(
+        f"{total_sent} requests over 2 instances "
+        f"({', '.join(str(ledger.total(base)) for base in scraped)}), "
+        f"at most {servers.peak} server connections"
+    )
+
+
+async def test_budget_check_behind_pgbouncer_counts_server_connections_only(
+    postgres_server_url: str, database_url: str
+) -> None:
+    """2 workers whose pools together exceed max_connections: through PgBouncer they are
+    client connections sharing its few server connections, so the service must start."""
+    (limit,) = await rows(database_url, "SHOW max_connections")
+    per_worker = int(limit[0]) // 2 + 1
+    pool = min(per_worker, 200)
+    env = {**BOUNCED, "DB_POOL_SIZE": str(pool), "DB_MAX_OVERFLOW": str(per_worker - pool)}
+    with (
+        run_pgbouncer(postgres_server_url) as fresh,
+        run_gunicorn(fresh.url_for(database_url), workers=2, env=env, wait=False) as server,
+    ):
+        wait_for(
+            lambda: server.process.poll() is not None or len(server.booted_pids()) == 2,
+            timeout=30,
+            what="two booted workers or a refusal",
+        )
+        log = server.log()
+        # Not started merely because the limit could not be read through PgBouncer.
+        assert "could not read max_connections" not in log, log[-2000:]
+        assert server.process.poll() is None, log[-2000:]
