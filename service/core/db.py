@@ -21,6 +21,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, NullPool
+from sqlalchemy.util import await_, memoized_property
+from sqlalchemy.util.queue import AsyncAdaptedQueue, Empty
 
 from service.core.metrics import DB_CHECKOUT_WAIT
 from service.core.settings import Settings
@@ -46,8 +48,43 @@ def sqlstate_of(exc: BaseException) -> str | None:
     return None
 
 
+class FairAsyncAdaptedQueue(AsyncAdaptedQueue[ConnectionPoolEntry]):
+    """Hands returned connections to waiting checkouts in arrival order.
+
+    SQLAlchemy's asyncio queue lets a new checkout take a connection that was just returned
+    for a waiter that has not run yet (the waiter then queues again at the back). Under load
+    that starves some requests for seconds while others never wait. A FIFO semaphore that
+    counts idle connections makes every checkout queue behind the ones already waiting."""
+
+    @memoized_property
+    def _idle(self) -> asyncio.Semaphore:
+        return asyncio.Semaphore(0)
+
+    def put_nowait(self, item: ConnectionPoolEntry) -> None:
+        super().put_nowait(item)
+        self._idle.release()
+
+    def get_nowait(self) -> ConnectionPoolEntry:
+        if self._idle.locked():
+            raise Empty()
+        await_(self._idle.acquire())  # returns at once: the semaphore is not locked
+        return super().get_nowait()
+
+    def get(self, block: bool = True, timeout: float | None = None) -> ConnectionPoolEntry:
+        if not block:
+            return self.get_nowait()
+        try:
+            await_(asyncio.wait_for(self._idle.acquire(), timeout))
+        except TimeoutError as exc:
+            raise Empty() from exc
+        return super().get_nowait()
+
+
 class TimedQueuePool(AsyncAdaptedQueuePool):
-    """Records how long each checkout waited; pool events only see the connection after."""
+    """Records how long each checkout waited; pool events only see the connection after.
+    Checkouts are served first come, first served (FairAsyncAdaptedQueue)."""
+
+    _queue_class = FairAsyncAdaptedQueue
 
     def _do_get(self) -> ConnectionPoolEntry:
         started = time.perf_counter()
@@ -117,6 +154,9 @@ def build_null_pool_engine(database_url: str) -> AsyncEngine:
 class Database:
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
+    # GET/HEAD read in autocommit: no BEGIN and ROLLBACK round trips. Under READ COMMITTED
+    # every statement takes its own snapshot anyway, so what a read can see is unchanged.
+    read_sessionmaker: async_sessionmaker[AsyncSession]
     retry_attempts: int
 
     @classmethod
@@ -125,6 +165,9 @@ class Database:
         return cls(
             engine=engine,
             sessionmaker=async_sessionmaker(engine, expire_on_commit=False),
+            read_sessionmaker=async_sessionmaker(
+                engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+            ),
             retry_attempts=settings.db_retry_attempts,
         )
 
@@ -136,17 +179,20 @@ class Database:
         await self.engine.dispose()
 
 
-def get_database(request: Request) -> Database:
+async def get_database(request: Request) -> Database:
+    # async: FastAPI runs a plain `def` dependency in a worker thread, once per request.
     database: Database = request.app.state.database
     return database
 
 
 async def get_session(
+    request: Request,
     database: Annotated[Database, Depends(get_database)],
 ) -> AsyncIterator[AsyncSession]:
     """One session per request. Writes commit through `commit_with_retry` before the route
     returns, so a 2xx is only ever sent for committed work; anything left is rolled back."""
-    async with database.sessionmaker() as session:
+    safe = request.method in {"GET", "HEAD"}
+    async with (database.read_sessionmaker if safe else database.sessionmaker)() as session:
         session.info["retry_attempts"] = database.retry_attempts
         yield session
 

@@ -1,0 +1,118 @@
+"""The benchmark database: an embedded PostgreSQL in .pgdata/bench with a fresh `bench`
+database (default), or the caller's DATABASE_URL as is. Also counts new sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from benchmarks.common import PROJECT_ROOT, say
+from service.dev.postgres import EmbeddedPostgres
+
+BENCH_DATA_DIR = PROJECT_ROOT / ".pgdata" / "bench"
+BENCH_DATABASE = "bench"
+
+
+def _libpq(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+def _with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+async def _fetch(url: str, query: str, *args: object) -> Any:
+    connection = await asyncpg.connect(_libpq(url), timeout=10)
+    try:
+        return await connection.fetchval(query, *args)
+    finally:
+        await connection.close()
+
+
+async def _recreate(admin_url: str, database: str) -> None:
+    connection = await asyncpg.connect(_libpq(admin_url), timeout=10)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await connection.execute(f'CREATE DATABASE "{database}"')
+    finally:
+        await connection.close()
+
+
+@dataclass
+class BenchDatabase:
+    url: str
+    name: str
+    # Where session counts are read from: another database, so reading them opens no
+    # session in the one being measured.
+    monitor_url: str
+    embedded: EmbeddedPostgres | None = None
+    server_version: str = field(default="", init=False)
+    server_version_num: int = field(default=0, init=False)
+
+    @classmethod
+    def provide(cls) -> BenchDatabase:
+        configured = os.environ.get("DATABASE_URL")
+        if configured:
+            say("using DATABASE_URL from the environment (data is added, nothing is dropped)")
+            name = urlsplit(configured).path.lstrip("/") or "postgres"
+            monitor = _with_database(configured, "postgres" if name != "postgres" else "template1")
+            return cls(url=configured, name=name, monitor_url=monitor)
+        server = EmbeddedPostgres(BENCH_DATA_DIR, log=say)
+        server.start()
+        asyncio.run(_recreate(server.url("postgres"), BENCH_DATABASE))
+        say(f"fresh database {BENCH_DATABASE!r} on the embedded PostgreSQL")
+        return cls(
+            url=server.url(BENCH_DATABASE),
+            name=BENCH_DATABASE,
+            monitor_url=server.url("postgres"),
+            embedded=server,
+        )
+
+    def migrate(self) -> None:
+        say("alembic upgrade head")
+        subprocess.run(
+            [sys.executable, "-m", "alembic", "upgrade", "head"],
+            cwd=PROJECT_ROOT,
+            env={**os.environ, "DATABASE_URL": self.url},
+            check=True,
+            capture_output=True,
+        )
+        self.server_version = str(asyncio.run(_fetch(self.url, "SHOW server_version")))
+        self.server_version_num = int(asyncio.run(_fetch(self.url, "SHOW server_version_num")))
+
+    def analyze(self) -> None:
+        asyncio.run(_fetch(self.url, "ANALYZE"))
+
+    def sessions(self) -> int | None:
+        """pg_stat_database.sessions (PostgreSQL 14+): sessions ever opened to this database.
+        Backends flush this counter within about a second of going idle."""
+        if self.server_version_num < 140000:
+            return None
+        try:
+            value = asyncio.run(
+                _fetch(
+                    self.monitor_url,
+                    "SELECT sessions FROM pg_stat_database WHERE datname = $1",
+                    self.name,
+                )
+            )
+        except (OSError, asyncpg.PostgresError) as exc:
+            say(f"could not read pg_stat_database: {exc!r}")
+            return None
+        return None if value is None else int(value)
+
+    def postmaster_pid(self) -> int | None:
+        """The embedded server's postmaster (its CPU is measured); None for DATABASE_URL."""
+        return None if self.embedded is None else self.embedded.postmaster_pid()
+
+    def close(self) -> None:
+        if self.embedded is not None:
+            self.embedded.stop_if_started_here()

@@ -1,0 +1,108 @@
+"""results.png: req/s (bars, with the range over rounds) and p99 (bars) per workload."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+_WORKLOADS = ("read", "insert", "list", "signup", "steady", "scrape")
+_P99_LIMITS = {"read": 50.0, "insert": 100.0}
+_TICKS = {
+    "read": "read\nGET /items/{id}",
+    "insert": "insert\nPOST /items",
+    "list": "list\nGET /users?limit=50",
+    "signup": "reads during\nsign-up storm",
+    "steady": "reads from cold\nstart (steady run)",
+    "scrape": "reads while /metrics\nis scraped (4 workers)",
+}
+
+
+def _series(document: dict[str, Any]) -> tuple[list[str], list[str], dict[tuple[str, str], Any]]:
+    by_key = {(s["config"], s["workload"]): s for s in document["summaries"]}
+    configs = [c for c in document["configs"] if any(k[0] == c for k in by_key)]
+    workloads = [w for w in _WORKLOADS if any(k[1] == w for k in by_key)]
+    return configs, workloads, by_key
+
+
+def _rps_range(document: dict[str, Any], config: str, workload: str) -> tuple[float, float]:
+    values = [
+        s["rps"] for s in document["samples"] if s["config"] == config and s["workload"] == workload
+    ]
+    return min(values), max(values)
+
+
+def _positions(
+    configs: list[str], workloads: list[str], by_key: dict[tuple[str, str], Any]
+) -> tuple[dict[tuple[str, str], float], float]:
+    """Bars of one workload sit side by side, centred on it, only for configs that ran it."""
+    present = {w: [c for c in configs if (c, w) in by_key] for w in workloads}
+    width = 0.84 / max([1, *(len(cs) for cs in present.values())])
+    positions = {}
+    for w_index, workload in enumerate(workloads):
+        group = present[workload]
+        for index, config in enumerate(group):
+            positions[(config, workload)] = w_index + (index - (len(group) - 1) / 2) * width
+    return positions, width
+
+
+def render(document: dict[str, Any], path: Path) -> None:
+    configs, workloads, by_key = _series(document)
+    positions, width = _positions(configs, workloads, by_key)
+    colors = plt.get_cmap("tab10")
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(14, 10), constrained_layout=True)
+    for index, config in enumerate(configs):
+        xs, rps, low, high, p99 = [], [], [], [], []
+        for workload in workloads:
+            summary = by_key.get((config, workload))
+            if summary is None:
+                continue
+            lo, hi = _rps_range(document, config, workload)
+            xs.append(positions[(config, workload)])
+            rps.append(summary["rps"])
+            low.append(summary["rps"] - lo)
+            high.append(hi - summary["rps"])
+            p99.append(summary["p99_ms"])
+        color = colors(index % 10)
+        bars = top.bar(xs, rps, width, yerr=[low, high], capsize=2, color=color, label=config)
+        top.bar_label(bars, labels=[f"{v:.0f}" for v in rps], fontsize=7, rotation=90, padding=3)
+        bars = bottom.bar(xs, p99, width, color=color, label=config)
+        bottom.bar_label(bars, labels=[f"{v:.0f}" for v in p99], fontsize=7, rotation=90, padding=3)
+    for (config, workload), summary in by_key.items():
+        scrape = summary["extra"].get("scrape_p99_ms")
+        if scrape is not None and (config, workload) in positions:
+            x = positions[(config, workload)] + width
+            bottom.scatter([x], [scrape], marker="D", color="black", zorder=3)
+            bottom.annotate(
+                f"/metrics p99\n{scrape:.0f} ms",
+                (x, scrape),
+                fontsize=7,
+                xytext=(6, -4),
+                textcoords="offset points",
+            )
+    for w_index, workload in enumerate(workloads):
+        limit = _P99_LIMITS.get(workload)
+        if limit is not None:
+            bottom.hlines(limit, w_index - 0.45, w_index + 0.45, colors="red", linestyles="dashed")
+    run = document["run"]
+    top.set_title(
+        f"Throughput, median of {run['rounds']} rounds (whiskers: min-max), "
+        f"wrk -c{run['connections']}, {run['duration_s']:.0f} s runs - "
+        f"{document['machine']['cores']} cores, {run['started'][:10]}"
+    )
+    top.set_ylabel("requests per second (log scale)")
+    top.set_yscale("log")
+    bottom.set_title("p99 latency, median of rounds (red dashes: target)")
+    bottom.set_ylabel("p99 latency, ms (log scale)")
+    bottom.set_yscale("log")
+    for axis in (top, bottom):
+        axis.set_xticks(range(len(workloads)), [_TICKS.get(w, w) for w in workloads])
+        axis.grid(axis="y", alpha=0.3)
+        axis.margins(y=0.15)
+    top.legend(fontsize=8, ncols=5, loc="upper right")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,156 @@
+"""Start a configuration as a child process, time it to its first 200, find its workers,
+and stop it (SIGTERM, then SIGKILL to its own process group if it lingers)."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from benchmarks.configs import ServerConfig
+from service.dev.postgres import free_port
+
+READY_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = 30.0
+_POLL_SECONDS = 0.01
+
+
+class ServerFailedError(RuntimeError):
+    pass
+
+
+def http_get(port: int, path: str, *, timeout: float = 5.0) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name (field 2) may contain spaces; the fields after ")" do not.
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        status = (Path("/proc") / str(pid) / "status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
+@dataclass
+class RunningServer:
+    config: ServerConfig
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    log_file: IO[bytes]
+    started_at: float
+    start_to_first_200_s: float = 0.0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def worker_pids(self) -> list[int]:
+        """The processes that serve requests: the master's children (minus helpers such as
+        multiprocessing's resource tracker), or the process itself when it has none."""
+        children = [
+            pid for pid in _children(self.process.pid) if "resource_tracker" not in _cmdline(pid)
+        ]
+        return children or [self.process.pid]
+
+    def worker_rss_mb(self) -> list[float]:
+        return [rss for pid in self.worker_pids() if (rss := rss_mb(pid)) is not None]
+
+    def wait_first_200(self, path: str = "/livez") -> float:
+        deadline = self.started_at + READY_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerFailedError(
+                    f"{self.config.key} exited with {self.process.returncode}; "
+                    f"log: {self.log_path}\n{self.log_tail()}"
+                )
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                status, _ = http_get(self.port, path, timeout=READY_TIMEOUT_SECONDS)
+                if status == 200:
+                    self.start_to_first_200_s = time.monotonic() - self.started_at
+                    return self.start_to_first_200_s
+            time.sleep(_POLL_SECONDS)
+        self.stop()
+        raise ServerFailedError(f"{self.config.key} gave no 200 on {path} within the timeout")
+
+    def log_tail(self, lines: int = 20) -> str:
+        self.log_file.flush()
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
+        # The server runs in its own session: this group holds only what it started.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
+        self.log_file.close()
+
+
+def start_server(
+    config: ServerConfig, base_env: Mapping[str, str], log_dir: Path, tag: str
+) -> RunningServer:
+    port = free_port()
+    metrics_dir = tempfile.mkdtemp(prefix=f"metrics-{config.key}-", dir=log_dir)
+    env = {
+        **base_env,
+        **config.environment(port),
+        "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
+    }
+    log_path = log_dir / f"{tag}-{config.key}.log"
+    log_file = log_path.open("wb")
+    started_at = time.monotonic()
+    process = subprocess.Popen(
+        config.command(port),
+        cwd=config.cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        # stdout carries the JSON access log (as a deployment would ship it); stderr is kept.
+        stdout=subprocess.DEVNULL,
+        stderr=log_file,
+        start_new_session=True,
+    )
+    return RunningServer(config, port, process, log_path, log_file, started_at)
