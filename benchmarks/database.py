@@ -9,28 +9,20 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 
 from benchmarks.common import PROJECT_ROOT, say
+from service.core.urls import plain_dsn, with_database
 from service.dev.postgres import EmbeddedPostgres
 
 BENCH_DATA_DIR = PROJECT_ROOT / ".pgdata" / "bench"
 BENCH_DATABASE = "bench"
 
 
-def _libpq(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
-
-
-def _with_database(url: str, database: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{database}"))
-
-
 async def _fetch(url: str, query: str, *args: object) -> Any:
-    connection = await asyncpg.connect(_libpq(url), timeout=10)
+    connection = await asyncpg.connect(plain_dsn(url), timeout=10)
     try:
         return await connection.fetchval(query, *args)
     finally:
@@ -38,7 +30,7 @@ async def _fetch(url: str, query: str, *args: object) -> Any:
 
 
 async def _recreate(admin_url: str, database: str) -> None:
-    connection = await asyncpg.connect(_libpq(admin_url), timeout=10)
+    connection = await asyncpg.connect(plain_dsn(admin_url), timeout=10)
     try:
         await connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         await connection.execute(f'CREATE DATABASE "{database}"')
@@ -63,7 +55,7 @@ class BenchDatabase:
         if configured:
             say("using DATABASE_URL from the environment (data is added, nothing is dropped)")
             name = urlsplit(configured).path.lstrip("/") or "postgres"
-            monitor = _with_database(configured, "postgres" if name != "postgres" else "template1")
+            monitor = with_database(configured, "postgres" if name != "postgres" else "template1")
             return cls(url=configured, name=name, monitor_url=monitor)
         server = EmbeddedPostgres(BENCH_DATA_DIR, log=say)
         server.start()

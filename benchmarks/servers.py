@@ -17,6 +17,7 @@ from typing import IO
 
 from benchmarks.configs import ServerConfig
 from service.dev.postgres import free_port
+from service.dev.processes import children_of
 
 READY_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 30.0
@@ -35,22 +36,6 @@ def http_get(port: int, path: str, *, timeout: float = 5.0) -> tuple[int, bytes]
         return response.status, response.read()
     finally:
         connection.close()
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # The command name (field 2) may contain spaces; the fields after ")" do not.
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == pid:
-            found.append(int(entry.name))
-    return sorted(found)
 
 
 def _cmdline(pid: int) -> str:
@@ -89,7 +74,7 @@ class RunningServer:
         """The processes that serve requests: the master's children (minus helpers such as
         multiprocessing's resource tracker), or the process itself when it has none."""
         children = [
-            pid for pid in _children(self.process.pid) if "resource_tracker" not in _cmdline(pid)
+            pid for pid in children_of(self.process.pid) if "resource_tracker" not in _cmdline(pid)
         ]
         return children or [self.process.pid]
 

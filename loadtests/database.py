@@ -15,19 +15,11 @@ from datetime import datetime
 from pathlib import Path
 
 import asyncpg
-from sqlalchemy.engine import make_url
+
+from service.core.urls import plain_dsn, with_database
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEV_DATA_DIR = PROJECT_ROOT / ".pgdata" / "dev"
-
-
-def plain_dsn(url: str) -> str:
-    """asyncpg wants postgresql://, SQLAlchemy wants postgresql+asyncpg://."""
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
-
-
-def with_database(url: str, database: str) -> str:
-    return make_url(url).set(database=database).render_as_string(hide_password=False)
 
 
 async def _execute(url: str, statement: str) -> None:

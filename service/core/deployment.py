@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from service.core.settings import Settings
+from service.core.urls import plain_dsn
 
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _METRICS_DIR_OWNER_ENV = "SERVICE_METRICS_DIR_MASTER_PID"
@@ -99,8 +100,7 @@ class ConnectionBudget:
 async def _server_limits(database_url: str, connect_seconds: float) -> tuple[int, int]:
     import asyncpg
 
-    dsn = database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
-    connection = await asyncpg.connect(dsn, timeout=connect_seconds)
+    connection = await asyncpg.connect(plain_dsn(database_url), timeout=connect_seconds)
     try:
         max_connections = int(await connection.fetchval("SHOW max_connections"))
         superuser_reserved = int(await connection.fetchval("SHOW superuser_reserved_connections"))

@@ -16,21 +16,21 @@ from pathlib import Path
 import asyncpg
 from alembic import command
 from alembic.config import Config
-from sqlalchemy.engine import make_url
 
+from service.core.urls import plain_dsn, with_database
 from service.dev.postgres import EmbeddedPostgres
+
+__all__ = [
+    "alembic_config",
+    "fetch",
+    "fresh_database",
+    "plain_dsn",
+    "server_url",
+    "with_database",
+]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TEST_DATA_DIR = PROJECT_ROOT / ".pgdata" / "test"
-
-
-def plain_dsn(url: str) -> str:
-    """asyncpg wants postgresql://, SQLAlchemy wants postgresql+asyncpg://."""
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
-
-
-def with_database(url: str, database: str) -> str:
-    return make_url(url).set(database=database).render_as_string(hide_password=False)
 
 
 def alembic_config(url: str) -> Config:

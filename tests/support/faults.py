@@ -13,7 +13,7 @@ from alembic import command
 
 from service.dev.postgres import EmbeddedPostgres
 from tests.support.database import alembic_config, with_database
-from tests.support.processes import children_of
+from service.dev.processes import children_of
 
 
 @dataclass
