@@ -12,8 +12,8 @@ from pathlib import Path
 from alembic import command
 
 from service.dev.postgres import EmbeddedPostgres
-from tests.support.database import alembic_config, with_database
 from service.dev.processes import children_of
+from tests.support.database import alembic_config, with_database
 
 
 @dataclass
