@@ -19,7 +19,6 @@ import asyncpg
 from service.core.urls import plain_dsn, with_database
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEV_DATA_DIR = PROJECT_ROOT / ".pgdata" / "dev"
 
 
 async def _execute(url: str, statement: str) -> None:
@@ -28,24 +27,6 @@ async def _execute(url: str, statement: str) -> None:
         await connection.execute(statement)
     finally:
         await connection.close()
-
-
-@contextlib.contextmanager
-def server(url: str | None, say: Callable[[str], None]) -> Iterator[str]:
-    """The given server URL, else DATABASE_URL, else the embedded dev PostgreSQL
-    (started for the duration if it was not running)."""
-    configured = url or os.environ.get("DATABASE_URL")
-    if configured:
-        yield configured
-        return
-    from service.dev.postgres import EmbeddedPostgres
-
-    embedded = EmbeddedPostgres(DEV_DATA_DIR, log=say)
-    started = embedded.start()
-    try:
-        yield started
-    finally:
-        embedded.stop_if_started_here()
 
 
 def migrate(url: str) -> None:

@@ -26,6 +26,7 @@ from loadtests import database, deployment
 from loadtests.gates import DEFAULT_P95_MS, DEFAULT_P99_MS, SpecError, parse_spec
 from loadtests.locust_run import LocustPlan
 from loadtests.pipeline import Target, run_and_reconcile
+from service.dev.postgres import provided_database
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -158,7 +159,7 @@ def _prove(args: argparse.Namespace) -> int:
         if args.url:
             target = Target(url=args.url.rstrip("/"), database_url=args.database_url)
         else:
-            server = stack.enter_context(database.server(args.database_url, say))
+            server = stack.enter_context(provided_database(args.database_url, say))
             if args.reuse_database:
                 database.migrate(server)
                 db_url = server

@@ -8,6 +8,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import urlencode
 
@@ -219,6 +220,48 @@ class ApiUser(FastHttpUser):
         if STATE.ledger is not None:
             STATE.ledger.item_created(pubid, owner=account.pubid)
         return pubid
+
+    def check_own_items(self, account: Account, *, limit: int = 500) -> Reply | None:
+        """GET /items: exactly the items this client knows it owns."""
+        return self.call(
+            "GET",
+            f"/items?limit={limit}",
+            name="/items",
+            account=account,
+            check=lambda body: checks.items_page_problem(
+                body, owner=account.pubid, expected=account.items.keys()
+            ),
+        )
+
+    def read_item(
+        self,
+        account: Account,
+        pubid: str,
+        *,
+        name: str | None = None,
+        added: datetime | None = None,
+    ) -> Reply | None:
+        return self.call(
+            "GET",
+            f"/items/{pubid}",
+            name="/items/{pubid}",
+            account=account,
+            check=lambda body: checks.item_problem(
+                body, pubid=pubid, name=name, owner=account.pubid, added=added
+            ),
+        )
+
+    def set_item_added(self, account: Account, pubid: str, added: datetime) -> Reply | None:
+        return self.call(
+            "PUT",
+            f"/items/{pubid}",
+            name="/items/{pubid}",
+            account=account,
+            json={"added": added.isoformat()},
+            check=lambda body: checks.item_problem(
+                body, pubid=pubid, owner=account.pubid, added=added
+            ),
+        )
 
     def delete_item(self, account: Account, pubid: str) -> bool:
         reply = self.call(

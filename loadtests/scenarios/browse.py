@@ -85,15 +85,7 @@ class Browser(ApiUser):
         account = self.account
         if account is None:
             return
-        self.call(
-            "GET",
-            "/items?limit=50",
-            name="/items",
-            account=account,
-            check=lambda body: checks.items_page_problem(
-                body, owner=account.pubid, expected=account.items.keys()
-            ),
-        )
+        self.check_own_items(account, limit=50)
 
     @tag("browse", "read")
     @task(2)
@@ -102,12 +94,4 @@ class Browser(ApiUser):
         if account is None or not account.items:
             return
         pubid, name = random.choice(list(account.items.items()))
-        self.call(
-            "GET",
-            f"/items/{pubid}",
-            name="/items/{pubid}",
-            account=account,
-            check=lambda body: checks.item_problem(
-                body, pubid=pubid, name=name, owner=account.pubid
-            ),
-        )
+        self.read_item(account, pubid, name=name)

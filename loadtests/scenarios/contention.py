@@ -81,16 +81,7 @@ class Contention(ApiUser):
 
     def _set_item(self, account: Account, pubid: str) -> bool:
         added = random_timestamp()
-        reply = self.call(
-            "PUT",
-            f"/items/{pubid}",
-            name="/items/{pubid}",
-            account=account,
-            json={"added": added.isoformat()},
-            check=lambda body: checks.item_problem(
-                body, pubid=pubid, owner=account.pubid, added=added
-            ),
-        )
+        reply = self.set_item_added(account, pubid, added)
         if reply is not None and STATE.ledger is not None:
             STATE.ledger.hot_write("items", pubid, added.isoformat())
         return reply is not None

@@ -53,28 +53,10 @@ class Writer(ApiUser):
             return
         pubid = random.choice(list(account.items))
         added = random_timestamp()
-        reply = self.call(
-            "PUT",
-            f"/items/{pubid}",
-            name="/items/{pubid}",
-            account=account,
-            json={"added": added.isoformat()},
-            check=lambda body: checks.item_problem(
-                body, pubid=pubid, owner=account.pubid, added=added
-            ),
-        )
-        if reply is None:
+        if self.set_item_added(account, pubid, added) is None:
             return
         # Read it back: the committed value, whichever worker answers.
-        self.call(
-            "GET",
-            f"/items/{pubid}",
-            name="/items/{pubid}",
-            account=account,
-            check=lambda body: checks.item_problem(
-                body, pubid=pubid, owner=account.pubid, added=added
-            ),
-        )
+        self.read_item(account, pubid, added=added)
 
     @tag("write")
     @task(2)
@@ -100,15 +82,7 @@ class Writer(ApiUser):
         account = self.account
         if account is None:
             return
-        self.call(
-            "GET",
-            "/items?limit=500",
-            name="/items",
-            account=account,
-            check=lambda body: checks.items_page_problem(
-                body, owner=account.pubid, expected=account.items.keys()
-            ),
-        )
+        self.check_own_items(account)
 
     @tag("write")
     @task(1)
@@ -136,12 +110,4 @@ class Writer(ApiUser):
             return
         if self.refresh(account):
             # The new access token must work at once, on whichever worker answers.
-            self.call(
-                "GET",
-                "/items?limit=500",
-                name="/items",
-                account=account,
-                check=lambda body: checks.items_page_problem(
-                    body, owner=account.pubid, expected=account.items.keys()
-                ),
-            )
+            self.check_own_items(account)

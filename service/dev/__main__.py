@@ -12,39 +12,17 @@ started in .pgdata/dev (kept between runs) and stopped again when the command en
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 from types import FrameType
 
-from service.dev.postgres import EmbeddedPostgres
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DEV_DATA_DIR = PROJECT_ROOT / ".pgdata" / "dev"
+from service.dev.postgres import DEV_DATA_DIR, PROJECT_ROOT, EmbeddedPostgres, provided_database
 
 
 def say(message: str) -> None:
     print(f"[dev] {message}", file=sys.stderr, flush=True)
-
-
-@contextlib.contextmanager
-def database() -> Iterator[str]:
-    """Yields a DATABASE_URL: the caller's, or an embedded server's for the duration."""
-    configured = os.environ.get("DATABASE_URL")
-    if configured:
-        say("using DATABASE_URL from the environment")
-        yield configured
-        return
-    server = EmbeddedPostgres(DEV_DATA_DIR, log=say)
-    url = server.start()
-    try:
-        yield url
-    finally:
-        server.stop_if_started_here()
 
 
 def migrate(url: str) -> None:
@@ -86,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "stop-db":
         EmbeddedPostgres(DEV_DATA_DIR, log=say).stop()
         return 0
-    with database() as url:
+    with provided_database(None, say) as url:
         migrate(url)
         if args.command == "migrate":
             return 0

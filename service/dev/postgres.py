@@ -253,3 +253,20 @@ def running(server: EmbeddedPostgres) -> Iterator[str]:
         yield url
     finally:
         server.stop_if_started_here()
+
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEV_DATA_DIR = PROJECT_ROOT / ".pgdata" / "dev"
+
+
+@contextlib.contextmanager
+def provided_database(url: str | None, log: Callable[[str], None]) -> Iterator[str]:
+    """`url`, else DATABASE_URL, else the embedded dev server in .pgdata/dev (started for
+    the duration unless it was already running)."""
+    configured = url or os.environ.get("DATABASE_URL")
+    if configured:
+        log("using the configured DATABASE_URL")
+        yield configured
+        return
+    with running(EmbeddedPostgres(DEV_DATA_DIR, log=log)) as embedded_url:
+        yield embedded_url
