@@ -93,6 +93,16 @@ def on_starting(server: _Arbiter) -> None:
         keepalive,
         _LIMIT_CONCURRENCY or "unlimited",
     )
+    if _LIMIT_CONCURRENCY:
+        needed = _LIMIT_CONCURRENCY + settings.connections_per_worker + _deployment.FD_RESERVE
+        allowed = _deployment.raise_fd_limit(needed)
+        if allowed < needed:
+            server.log.warning(
+                "a worker may need %d file descriptors but the limit is %d: past it, accepting "
+                "fails for everyone. Raise the hard limit (ulimit -Hn) or lower LIMIT_CONCURRENCY",
+                needed,
+                allowed,
+            )
     if max_requests_jitter and not max_requests:
         server.log.warning("MAX_REQUESTS_JITTER has no effect without MAX_REQUESTS")
     if settings.db_pgbouncer:

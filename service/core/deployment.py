@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -48,6 +49,22 @@ def header_timeout() -> int:
 def limit_concurrency() -> int | None:
     """LIMIT_CONCURRENCY=0 turns the limit off."""
     return env_int("LIMIT_CONCURRENCY", DEFAULT_LIMIT_CONCURRENCY) or None
+
+
+# Descriptors a worker holds besides its clients: pool connections come on top of these.
+FD_RESERVE = 64
+
+
+def raise_fd_limit(needed: int) -> int:
+    """Raise this process's soft RLIMIT_NOFILE towards `needed`, up to the hard limit (forked
+    workers inherit it). Returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return needed
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return max(target, soft)
 
 
 def default_workers(cpu_count: int | None, cap: int = 8) -> int:
