@@ -57,6 +57,8 @@ async def test_uuids_are_in_the_hyphenated_form_only(client: httpx.AsyncClient) 
     ]:
         response = await client.get(f"/items/{spelling}", headers=owner.auth)
         assert response.status_code == status, spelling
+        listed = await client.get("/items", params={"user_pubid": spelling}, headers=owner.auth)
+        assert listed.status_code == status, spelling
         in_body = {"updates": [{"pubid": spelling, "added": "2024-05-01T12:00:00Z"}]}
         patched = await client.patch("/items", json=in_body, headers=owner.auth)
         assert patched.status_code == status, spelling
