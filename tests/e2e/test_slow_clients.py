@@ -195,3 +195,23 @@ def test_connections_past_the_limit_get_a_json_503(database_url: str) -> None:
         finally:
             for holder in holders:
                 holder.close()
+
+
+async def test_a_slow_second_request_on_a_kept_alive_connection_is_cut_off(
+    slow_client_server: Gunicorn,
+) -> None:
+    """The deadline starts again at the first byte of each later request."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", slow_client_server.port)
+    try:
+        writer.write(b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        await reader.readexactly(len(b'{"status":"ok"}'))
+        await asyncio.sleep(1)  # idle, but within KEEPALIVE (2 s)
+        writer.write(b"GET /livez HTTP/1.1\r\n")
+        begun = time.monotonic()
+        answer = await asyncio.wait_for(reader.read(), timeout=30)
+        waited = time.monotonic() - begun
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:60]
+    assert HEADER_TIMEOUT - 0.1 <= waited <= HEADER_TIMEOUT + CLOSE_MARGIN, waited
