@@ -71,6 +71,10 @@ logconfig_dict = {
 # Optional: the master also serves the all-workers aggregate on its own port (host:port).
 _METRICS_BIND = _os.environ.get("METRICS_BIND", "")
 _RESERVE = _deployment.env_int("DB_CONNECTION_RESERVE", _deployment.DEFAULT_CONNECTION_RESERVE)
+# Read by the worker class (service/core/worker.py); checked here so a bad value stops the
+# master with one clear line instead of failing every worker's boot.
+_HEADER_TIMEOUT = _deployment.header_timeout()
+_LIMIT_CONCURRENCY = _deployment.limit_concurrency()
 
 
 # --- Hooks -------------------------------------------------------------------------------
@@ -82,6 +86,23 @@ def on_starting(server: _Arbiter) -> None:
         server.log.error("refusing to start: %s", exc)
         _sys.exit(2)
     server.log.info("metrics directory: %s", _METRICS_DIR)
+    server.log.info(
+        "clients: %ds to send complete request headers, %ds keep-alive idle, "
+        "at most %s connections per worker",
+        _HEADER_TIMEOUT,
+        keepalive,
+        _LIMIT_CONCURRENCY or "unlimited",
+    )
+    if _LIMIT_CONCURRENCY:
+        needed = _LIMIT_CONCURRENCY + settings.connections_per_worker + _deployment.FD_RESERVE
+        allowed = _deployment.raise_fd_limit(needed)
+        if allowed < needed:
+            server.log.warning(
+                "a worker may need %d file descriptors but the limit is %d: past it, accepting "
+                "fails for everyone. Raise the hard limit (ulimit -Hn) or lower LIMIT_CONCURRENCY",
+                needed,
+                allowed,
+            )
     if max_requests_jitter and not max_requests:
         server.log.warning("MAX_REQUESTS_JITTER has no effect without MAX_REQUESTS")
     if settings.db_pgbouncer:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -20,6 +21,11 @@ METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _METRICS_DIR_OWNER_ENV = "SERVICE_METRICS_DIR_MASTER_PID"
 # Connections kept free beyond PostgreSQL's superuser reserve: migrations, psql, monitoring.
 DEFAULT_CONNECTION_RESERVE = 5
+# Seconds a client has to deliver a request's complete headers (from connecting, or from
+# the first byte of a later request on a kept-alive connection).
+DEFAULT_HEADER_TIMEOUT = 10
+# Connections (or requests in progress) one worker serves before answering 503.
+DEFAULT_LIMIT_CONCURRENCY = 1000
 
 
 def env_int(name: str, default: int, *, minimum: int = 0) -> int:
@@ -34,6 +40,31 @@ def env_int(name: str, default: int, *, minimum: int = 0) -> int:
     if value < minimum:
         raise SystemExit(f"refusing to start: {name} must be >= {minimum}, got {value}")
     return value
+
+
+def header_timeout() -> int:
+    return env_int("HEADER_TIMEOUT", DEFAULT_HEADER_TIMEOUT, minimum=1)
+
+
+def limit_concurrency() -> int | None:
+    """LIMIT_CONCURRENCY=0 turns the limit off."""
+    return env_int("LIMIT_CONCURRENCY", DEFAULT_LIMIT_CONCURRENCY) or None
+
+
+# Descriptors a worker holds besides its clients: pool connections come on top of these.
+FD_RESERVE = 64
+
+
+def raise_fd_limit(needed: int) -> int:
+    """Raise this process's soft RLIMIT_NOFILE towards `needed`, up to the hard limit (forked
+    workers inherit it). Returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return needed
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return max(target, soft)
 
 
 def default_workers(cpu_count: int | None, cap: int = 8) -> int:

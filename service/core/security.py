@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import time
 import uuid
 from collections.abc import Callable
@@ -20,6 +23,12 @@ T = TypeVar("T")
 # Fixed in code: the token's own header never chooses the algorithm.
 JWT_ALGORITHM = "HS256"
 BCRYPT_MAX_PASSWORD_BYTES = 72
+# bcrypt reads at most 72 bytes (bcrypt >= 5 refuses more), and a 50-character password can
+# take 200 in UTF-8. So bcrypt is given a fixed-size digest of the password instead (as the
+# bcrypt package's README suggests), keyed with the hash's own salt as passlib's
+# bcrypt_sha256 does, so that a leaked plain SHA-256 of a password is no shortcut.
+PREHASHED_PREFIX = "$bcrypt-sha256$"
+_BCRYPT_SALT_LENGTH = 29  # "$2b$12$" and 22 characters of salt
 TokenType = Literal["access", "refresh"]
 
 
@@ -34,6 +43,11 @@ def _timed(operation: str, function: Callable[[bytes, bytes], T], *args: bytes) 
         return function(*args)
     finally:
         PASSWORD_HASH_DURATION.labels(operation=operation).observe(time.perf_counter() - started)
+
+
+def _prehashed(password: str, salt: bytes) -> bytes:
+    digest = hmac.new(salt, password.encode(), hashlib.sha256).digest()
+    return base64.b64encode(digest)  # 44 bytes, and no NUL (where bcrypt would stop)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,15 +65,22 @@ class PasswordHasher:
 
     async def hash(self, password: str) -> str:
         salt = bcrypt.gensalt(rounds=self.rounds)
-        hashed = await asyncio.to_thread(_timed, "hash", bcrypt.hashpw, password.encode(), salt)
-        return hashed.decode()
+        hashed = await asyncio.to_thread(
+            _timed, "hash", bcrypt.hashpw, _prehashed(password, salt), salt
+        )
+        return PREHASHED_PREFIX + hashed.decode()
 
     async def verify(self, password: str, hashed: str | None) -> bool:
-        candidate = password.encode()
-        if hashed is None or len(candidate) > BCRYPT_MAX_PASSWORD_BYTES:
+        if hashed is not None and hashed.startswith(PREHASHED_PREFIX):
+            stored = hashed.removeprefix(PREHASHED_PREFIX).encode()
+            candidate = _prehashed(password, stored[:_BCRYPT_SALT_LENGTH])
+        else:  # None, or a hash made before pre-hashing: bcrypt of the password itself
+            stored = hashed.encode() if hashed is not None else b""
+            candidate = password.encode()
+        if not stored or len(candidate) > BCRYPT_MAX_PASSWORD_BYTES:
             await asyncio.to_thread(_timed, "verify", bcrypt.checkpw, b"x", self.dummy_hash)
             return False
-        return await asyncio.to_thread(_timed, "verify", bcrypt.checkpw, candidate, hashed.encode())
+        return await asyncio.to_thread(_timed, "verify", bcrypt.checkpw, candidate, stored)
 
 
 @dataclass(frozen=True, slots=True)

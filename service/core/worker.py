@@ -9,11 +9,14 @@ from typing import Any, ClassVar
 
 from uvicorn_worker import UvicornWorker
 
+from service.core import deployment
+from service.core.protocol import BoundedHttpToolsProtocol
+from service.core.settings import load_settings
+
 
 class ServiceWorker(UvicornWorker):  # type: ignore[misc]  # untyped base
     CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
         "loop": "uvloop",
-        "http": "httptools",
         # The app writes one JSON access line per request (with route and duration).
         "access_log": False,
         # Never start serving without the lifespan (it builds this worker's engine).
@@ -24,9 +27,12 @@ class ServiceWorker(UvicornWorker):  # type: ignore[misc]  # untyped base
         super().__init__(*args, **kwargs)
         # uvicorn-worker passes keepalive, max_requests and timeout, but not these.
         self.config.timeout_graceful_shutdown = self.cfg.graceful_timeout
-        limit = os.environ.get("LIMIT_CONCURRENCY")
-        if limit:
-            self.config.limit_concurrency = int(limit)
+        # httptools, with a header deadline and a JSON 503 past the connection limit.
+        self.config.http = BoundedHttpToolsProtocol.configured(
+            header_timeout=deployment.header_timeout(),
+            connection_limit=deployment.limit_concurrency(),
+            retry_after_seconds=load_settings().retry_after_seconds,
+        )
 
     def init_signals(self) -> None:
         super().init_signals()

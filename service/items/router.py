@@ -1,14 +1,12 @@
 from __future__ import annotations
 
-import uuid
-
 from fastapi import APIRouter, HTTPException, status
 
 from service.auth.dependencies import CurrentUser
 from service.core import metrics
 from service.core.db import SessionDep, commit_with_retry
 from service.core.openapi import responses
-from service.core.schemas import Limit, Offset
+from service.core.schemas import Limit, Offset, PubId
 from service.items import service
 from service.items.schemas import ItemCreate, ItemOut, ItemsBulkUpdate, ItemsPage, ItemUpdate
 
@@ -37,7 +35,7 @@ async def create_item(body: ItemCreate, session: SessionDep, current: CurrentUse
 async def list_items(
     session: SessionDep,
     current: CurrentUser,
-    user_pubid: uuid.UUID | None = None,
+    user_pubid: PubId | None = None,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> ItemsPage:
@@ -49,7 +47,7 @@ async def list_items(
 
 
 @router.get("/{pubid}", response_model=ItemOut, responses=responses(401, 404, 422, 503))
-async def get_item(pubid: uuid.UUID, session: SessionDep, current: CurrentUser) -> ItemOut:
+async def get_item(pubid: PubId, session: SessionDep, current: CurrentUser) -> ItemOut:
     item = await service.get_item(session, owner_id=current.id, pubid=pubid)
     if item is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, ITEM_NOT_FOUND)
@@ -75,7 +73,7 @@ async def update_items(
 
 @router.put("/{pubid}", response_model=ItemOut, responses=responses(401, 404, 413, 422, 503))
 async def update_item(
-    pubid: uuid.UUID, body: ItemUpdate, session: SessionDep, current: CurrentUser
+    pubid: PubId, body: ItemUpdate, session: SessionDep, current: CurrentUser
 ) -> ItemOut:
     updated = await commit_with_retry(
         session,
@@ -90,7 +88,7 @@ async def update_item(
 @router.delete(
     "/{pubid}", status_code=status.HTTP_204_NO_CONTENT, responses=responses(401, 404, 422, 503)
 )
-async def delete_item(pubid: uuid.UUID, session: SessionDep, current: CurrentUser) -> None:
+async def delete_item(pubid: PubId, session: SessionDep, current: CurrentUser) -> None:
     deleted = await commit_with_retry(
         session,
         lambda: service.delete_item(session, owner_id=current.id, pubid=pubid),

@@ -8,7 +8,7 @@ from service.auth.dependencies import CurrentUser, HasherDep, Principal
 from service.core import metrics
 from service.core.db import SessionDep, commit_with_retry
 from service.core.openapi import responses
-from service.core.schemas import Limit, Offset
+from service.core.schemas import Limit, Offset, PubId, QueryFlag
 from service.items.schemas import ItemOut
 from service.users import service
 from service.users.schemas import UserCreate, UserOut, UsersPage, UserUpdate, UserWithItems
@@ -59,7 +59,7 @@ async def list_users(session: SessionDep, limit: Limit = 50, offset: Offset = 0)
     responses=responses(404, 422, 503),
 )
 async def get_user(
-    pubid: uuid.UUID, session: SessionDep, incl_items: bool = False
+    pubid: PubId, session: SessionDep, incl_items: QueryFlag = False
 ) -> UserWithItems:
     user = await service.get_user(session, pubid=pubid, with_items=incl_items)
     if user is None:
@@ -77,7 +77,7 @@ async def get_user(
 
 @router.put("/{pubid}", response_model=UserOut, responses=responses(401, 403, 404, 413, 422, 503))
 async def update_user(
-    pubid: uuid.UUID, body: UserUpdate, session: SessionDep, current: CurrentUser
+    pubid: PubId, body: UserUpdate, session: SessionDep, current: CurrentUser
 ) -> UserOut:
     _require_self(current, pubid)
     updated = await commit_with_retry(
@@ -95,7 +95,7 @@ async def update_user(
     status_code=status.HTTP_204_NO_CONTENT,
     responses=responses(401, 403, 404, 422, 503),
 )
-async def delete_user(pubid: uuid.UUID, session: SessionDep, current: CurrentUser) -> None:
+async def delete_user(pubid: PubId, session: SessionDep, current: CurrentUser) -> None:
     _require_self(current, pubid)
     deleted = await commit_with_retry(
         session,

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from service.core.schemas import NO_NUL_PATTERN, Name, reject_unstorable_text
-from service.core.security import BCRYPT_MAX_PASSWORD_BYTES
+from service.core.schemas import NO_NUL_PATTERN, Name, reject_unstorable_text, strip_spaces
 from service.items.schemas import ItemOut
 from service.users.models import FULLNAME_MAX_LENGTH
 
@@ -15,35 +15,37 @@ PASSWORD_MAX_LENGTH = 50
 MAX_INITIAL_ITEMS = 20
 
 
+# At least one letter and one digit, spelled with explicit ASCII classes: JSON Schema's
+# regex dialect (ECMA-262) reads \d and \w as ASCII, Python's as Unicode, and they also
+# differ on "."; these classes mean the same in both. Any other character is allowed, except
+# NUL. (Length has no byte limit: the hasher gives bcrypt a digest, see core/security.py.)
+PASSWORD_PATTERN = r"^(?=[^\x00]*[A-Za-z])(?=[^\x00]*[0-9])[^\x00]*$"
+_PASSWORD = re.compile(PASSWORD_PATTERN)
+
+
 def _check_password(value: str) -> str:
+    """The schema's pattern, checked with Python's re: pydantic's engine has no lookaheads."""
     reject_unstorable_text(value)
-    if not any(ch.isalpha() for ch in value) or not any(ch.isdigit() for ch in value):
-        raise ValueError("must contain at least one letter and one digit")
-    if len(value.encode()) > BCRYPT_MAX_PASSWORD_BYTES:
-        raise ValueError(f"must be at most {BCRYPT_MAX_PASSWORD_BYTES} bytes in UTF-8")
+    if not _PASSWORD.fullmatch(value):
+        raise ValueError("must contain at least one letter (A-Z, a-z) and one digit (0-9)")
     return value
 
-
-# The letter-and-digit rule, for the OpenAPI schema only: pydantic's regex engine has no
-# lookaheads, so _check_password enforces it (and the 72-byte bcrypt limit).
-_PASSWORD_SCHEMA_PATTERN = r"^(?=.*[^\W\d_])(?=.*\d)[^\x00]*$"
 
 Password = Annotated[
     str,
     StringConstraints(min_length=PASSWORD_MIN_LENGTH, max_length=PASSWORD_MAX_LENGTH),
     AfterValidator(_check_password),
     Field(
-        json_schema_extra={"pattern": _PASSWORD_SCHEMA_PATTERN},
-        description="8-50 characters, at least one letter and one digit, at most 72 bytes",
+        json_schema_extra={"pattern": PASSWORD_PATTERN},
+        description="8-50 characters with at least one letter A-Z or a-z and one digit 0-9",
     ),
 ]
 UserName = Annotated[Name, AfterValidator(reject_unstorable_text)]
 FullName = Annotated[
     str,
-    StringConstraints(
-        strip_whitespace=True, max_length=FULLNAME_MAX_LENGTH, pattern=NO_NUL_PATTERN
-    ),
+    StringConstraints(max_length=FULLNAME_MAX_LENGTH, pattern=NO_NUL_PATTERN),
     AfterValidator(reject_unstorable_text),
+    AfterValidator(strip_spaces),
 ]
 
 

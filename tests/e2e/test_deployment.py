@@ -79,6 +79,8 @@ def _start_expecting_refusal(env: dict[str, str]) -> subprocess.CompletedProcess
     [
         ({"WEB_CONCURRENCY": "0"}, "WEB_CONCURRENCY must be >= 1"),
         ({"TIMEOUT": "soon"}, "TIMEOUT must be an integer"),
+        ({"HEADER_TIMEOUT": "0"}, "HEADER_TIMEOUT must be >= 1"),
+        ({"LIMIT_CONCURRENCY": "many"}, "LIMIT_CONCURRENCY must be an integer"),
         ({"DB_POOL_SIZE": "lots"}, "DB_POOL_SIZE"),
         ({"ENVIRONMENT": "production"}, "JWT_SECRET_KEY"),
     ],

@@ -18,8 +18,6 @@ from tests.support.api import PASSWORD, signup, unique_name
         ({"name": "ok", "password": "noDigitsAtAll"}, "password"),
         ({"name": "ok", "password": "1234567890"}, "password"),
         ({"name": "ok", "password": "a1" + "x" * 49}, "password"),
-        # 25 four-byte characters: 50 characters but 100 bytes, past bcrypt's 72.
-        ({"name": "ok", "password": "1" + "\U0001f600" * 24 + "a"}, "password"),
         ({"name": "ok", "password": PASSWORD, "role": "admin"}, "role"),
         ({"name": "ok", "password": PASSWORD, "fullname": "f" * 101}, "fullname"),
         ({"password": PASSWORD}, "name"),

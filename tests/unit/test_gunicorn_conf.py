@@ -38,3 +38,25 @@ def test_prometheus_client_is_first_imported_after_the_metrics_dir_is_set() -> N
     )
     line = result.stdout.strip().splitlines()[-1]
     assert line.startswith("dir at first import: /"), result.stdout + result.stderr
+
+
+FD_PROBE = """
+import resource
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+from service.core.deployment import raise_fd_limit
+expected = 1000 if hard == resource.RLIM_INFINITY else min(1000, hard)
+print(raise_fd_limit(1000) == expected == resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+print(raise_fd_limit(100) == 100 and resource.getrlimit(resource.RLIMIT_NOFILE)[0] == expected)
+"""
+
+
+def test_the_master_raises_the_descriptor_limit_its_workers_inherit() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", FD_PROBE],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.split() == ["True", "True"], result.stdout

@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import bcrypt
 import pytest
 
 from service.core.security import InvalidTokenError, PasswordHasher, TokenService
@@ -53,3 +54,24 @@ async def test_hashing_runs_off_the_event_loop() -> None:
     assert await hasher.verify("warm-up-1", hashed)
     assert not await hasher.verify("wrong-1", hashed)
     assert not await hasher.verify("anything-1", None)
+
+
+async def test_passwords_of_any_byte_length_up_to_50_characters_hash_and_verify() -> None:
+    """bcrypt reads 72 bytes at most; 50 four-byte characters are 200. The hasher gives bcrypt
+    a digest instead, so such a password works and a change in its last character counts."""
+    hasher = await PasswordHasher.create(4)
+    long_password = "1a" + "\U0001f600" * 48
+    hashed = await hasher.hash(long_password)
+    assert hashed.startswith("$bcrypt-sha256$$2b$04$")
+    assert len(hashed) <= 100  # users.password_hash is VARCHAR(100)
+    assert await hasher.verify(long_password, hashed)
+    assert not await hasher.verify(long_password[:-1] + "\U0001f601", hashed)
+    assert not await hasher.verify(long_password[:-1], hashed)
+
+
+async def test_hashes_made_before_prehashing_still_verify() -> None:
+    hasher = await PasswordHasher.create(4)
+    legacy = bcrypt.hashpw(b"passw0rd-legacy", bcrypt.gensalt(rounds=4)).decode()
+    assert await hasher.verify("passw0rd-legacy", legacy)
+    assert not await hasher.verify("passw0rd-other", legacy)
+    assert not await hasher.verify("1a" + "\U0001f600" * 48, legacy)
