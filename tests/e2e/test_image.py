@@ -24,15 +24,16 @@ from service.dev.postgres import free_port
 from service.dev.processes import children_of
 from tests.support.api import PASSWORD, unique_name
 from tests.support.database import alembic_config, fetch, fresh_database
+from tests.support.images import Image, service_image
 from tests.support.load import steady_load
-from tests.support.podman import Container, Image, build_image, podman, podman_env, run_once
+from tests.support.podman import Container, podman, podman_env, run_once
 from tests.support.podman import running as running_container
 from tests.support.processes import eventually, wait_for
 
 pytestmark = pytest.mark.gunicorn
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCKERFILES = [ROOT / "Dockerfile", ROOT / "deploy" / "pgbouncer" / "Dockerfile"]
+DOCKERFILES = [ROOT / "Dockerfile", *sorted((ROOT / "deploy").glob("*/Dockerfile"))]
 SECRET = secrets.token_urlsafe(48)
 WORKERS = 2
 # What the service's own layers may add to the base (the virtualenv is most of it).
@@ -59,7 +60,7 @@ def test_dockerfiles_pass_hadolint() -> None:
 
 @pytest.fixture(scope="module")
 def image(request: pytest.FixtureRequest) -> Image:
-    built = build_image(podman_env())
+    built = service_image()
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     capture = request.config.pluginmanager.get_plugin("capturemanager")
     if reporter is not None and capture is not None:
@@ -76,7 +77,7 @@ def image_database(image: Image, postgres_server_url: str) -> Iterator[str]:
     """An empty database of this module's own, migrated by the image itself."""
     with fresh_database(postgres_server_url, migrate=False) as url:
         code, output = run_once(
-            image, {"DATABASE_URL": url, "JWT_SECRET_KEY": SECRET}, "alembic", "upgrade", "head"
+            image.id, {"DATABASE_URL": url, "JWT_SECRET_KEY": SECRET}, "alembic", "upgrade", "head"
         )
         assert code == 0, output[-3000:]
         yield url
@@ -153,7 +154,7 @@ def served(image: Image, image_database: str) -> Iterator[tuple[Container, str]]
         # Cost 14 makes each sign-up a naturally slow request (about a second here).
         "BCRYPT_ROUNDS": "14",
     }
-    with running_container(image, environment) as container:
+    with running_container(image.id, environment) as container:
         try:
             wait_for(container.healthy, timeout=60, interval=0.5, what="the image's HEALTHCHECK")
         except TimeoutError:

@@ -12,18 +12,15 @@ What this machine needs (and what the containers get) is in CONTAINERS_CONF belo
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import re
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from tests.support.system import require_binary
 
@@ -175,63 +172,6 @@ def ensure_base_image(env: Mapping[str, str]) -> str:
 
 
 @dataclass(frozen=True)
-class Image:
-    id: str
-    build_seconds: float
-    config: dict[str, Any]
-    healthcheck: dict[str, Any]
-    size_bytes: int
-    base_size_bytes: int
-
-    @property
-    def uid(self) -> int:
-        return int(str(self.config["User"]).split(":")[0])
-
-
-def _inspect_image(reference: str, env: Mapping[str, str]) -> dict[str, Any]:
-    inspected: list[dict[str, Any]] = json.loads(
-        podman("image", "inspect", reference, env=env).stdout
-    )
-    return inspected[0]
-
-
-def build_image(env: Mapping[str, str]) -> Image:
-    """`podman build` of the project's Dockerfile on the local base (Docker format, so the
-    HEALTHCHECK is kept). Outbound TLS here may go through a proxy with its own CA: the
-    host's bundle (SSL_CERT_FILE) replaces the base's during the build, never in the image."""
-    base = ensure_base_image(env)
-    bundle = os.environ.get("SSL_CERT_FILE")
-    mounts = ["-v", f"{bundle}:/etc/ssl/certs/ca-certificates.crt:ro"] if bundle else []
-    with tempfile.TemporaryDirectory() as scratch:
-        iidfile = Path(scratch) / "iid"
-        started = time.monotonic()
-        podman(
-            "build",
-            "--format=docker",
-            "--network=host",
-            f"--build-arg=PYTHON_IMAGE={base}",
-            f"--iidfile={iidfile}",
-            *mounts,
-            "--file",
-            str(PROJECT_ROOT / "Dockerfile"),
-            str(PROJECT_ROOT),
-            timeout=600,
-            env=env,
-        )
-        seconds = time.monotonic() - started
-        image_id = iidfile.read_text().strip()
-    inspected = _inspect_image(image_id, env)
-    return Image(
-        id=image_id,
-        build_seconds=seconds,
-        config=inspected["Config"],
-        healthcheck=inspected.get("Healthcheck") or {},
-        size_bytes=int(inspected["Size"]),
-        base_size_bytes=int(_inspect_image(base, env)["Size"]),
-    )
-
-
-@dataclass(frozen=True)
 class Container:
     name: str
     env: Mapping[str, str]
@@ -262,18 +202,18 @@ def run_args(environment: Mapping[str, str]) -> list[str]:
     return flags
 
 
-def run_once(image: Image, environment: Mapping[str, str], *command: str) -> tuple[int, str]:
+def run_once(image: str, environment: Mapping[str, str], *command: str) -> tuple[int, str]:
     """`podman run --rm IMAGE command...`: its exit code and output."""
-    result = podman("run", "--rm", *run_args(environment), image.id, *command, check=False)
+    result = podman("run", "--rm", *run_args(environment), image, *command, check=False)
     return result.returncode, result.stdout + result.stderr
 
 
 @contextmanager
-def running(image: Image, environment: Mapping[str, str]) -> Iterator[Container]:
+def running(image: str, environment: Mapping[str, str]) -> Iterator[Container]:
     """The image's own command, detached; removed (killed if still running) at exit."""
     env = podman_env()
     name = f"service-test-{uuid.uuid4().hex[:10]}"
-    podman("run", "--detach", "--name", name, *run_args(environment), image.id, env=env)
+    podman("run", "--detach", "--name", name, *run_args(environment), image, env=env)
     try:
         yield Container(name, env)
     finally:
