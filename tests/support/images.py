@@ -42,14 +42,14 @@ def _inspect_image(reference: str, env: Mapping[str, str]) -> dict[str, Any]:
 
 def build_image(context: Path, name: str, base_arg: str) -> Image:
     """`podman build` of context/Dockerfile on the local base (`--build-arg base_arg=`),
-    in Docker format so a HEALTHCHECK is kept, tagged localhost/name:test. Outbound TLS
+    in Docker format so a HEALTHCHECK is kept, tagged localhost/name:<image id> (sessions
+    of other checkouts may build at the same time: a content tag never moves). Outbound TLS
     here may go through a proxy with its own CA: the host's bundle (SSL_CERT_FILE)
     replaces the base's during the build, never in the image."""
     env = podman_env()
     base = ensure_base_image(env)
     bundle = os.environ.get("SSL_CERT_FILE")
     mounts = ["-v", f"{bundle}:/etc/ssl/certs/ca-certificates.crt:ro"] if bundle else []
-    tag = f"localhost/{name}:test"
     with tempfile.TemporaryDirectory() as scratch:
         iidfile = Path(scratch) / "iid"
         started = time.monotonic()
@@ -59,7 +59,6 @@ def build_image(context: Path, name: str, base_arg: str) -> Image:
             "--network=host",
             f"--build-arg={base_arg}={base}",
             f"--iidfile={iidfile}",
-            f"--tag={tag}",
             *mounts,
             "--file",
             str(context / "Dockerfile"),
@@ -69,6 +68,8 @@ def build_image(context: Path, name: str, base_arg: str) -> Image:
         )
         seconds = time.monotonic() - started
         image_id = iidfile.read_text().strip()
+    tag = f"localhost/{name}:{image_id.removeprefix('sha256:')[:12]}"
+    podman("tag", image_id, tag, env=env)
     inspected = _inspect_image(image_id, env)
     return Image(
         id=image_id,
