@@ -107,7 +107,8 @@ async def refresh(
         claims = tokens.claims_of(refresh_token, "refresh")
     except InvalidTokenError:
         raise unauthorized(BAD_REFRESH) from None
-    assert claims.token_id is not None  # claims_of requires it of a refresh token
+    presented = claims.token_id
+    assert presented is not None  # claims_of requires it of a refresh token
     replacement = uuid.uuid4()
     outcome = await commit_with_retry(
         session,
@@ -115,7 +116,7 @@ async def refresh(
             session,
             user_pubid=claims.subject,
             session_id=claims.session_id,
-            presented=claims.token_id,
+            presented=presented,
             replacement=replacement,
             ttl_seconds=tokens.refresh_ttl_seconds,
         ),

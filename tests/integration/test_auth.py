@@ -116,7 +116,7 @@ def _unsigned(claims: dict[str, object]) -> str:
         ),
         pytest.param(
             lambda sub, sid: jwt.encode(_claims(None, sid), DEV_JWT_SECRET), id="missing-sub"
-        ),  # type: ignore[arg-type]
+        ),
         pytest.param(
             lambda sub, sid: jwt.encode(_claims(str(uuid.uuid4()), sid), DEV_JWT_SECRET),
             id="unknown-sub",

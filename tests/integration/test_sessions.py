@@ -1,0 +1,212 @@
+"""Sessions that end: logout, refresh rotation with reuse detection, password change and
+cleanup. Each test runs in-process and against a real 4-worker gunicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+import httpx
+from fastapi import FastAPI
+
+from service.auth.cleanup import clean_once
+from service.core.db import Database
+from tests.support.api import Account, signup
+from tests.support.database import fetch
+
+NEW_PASSWORD = "battery-staple-77"
+
+
+async def _login(client: httpx.AsyncClient, account: Account, password: str) -> dict[str, str]:
+    response = await client.post(
+        "/auth/token", data={"username": account.name, "password": password}
+    )
+    assert response.status_code == 200, response.text
+    pair: dict[str, str] = response.json()
+    return pair
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _in_process(client: httpx.AsyncClient) -> bool:
+    return client.base_url.host == "test"
+
+
+async def _statuses(
+    client: httpx.AsyncClient, token: str, *, workers: int = 4, within: float = 15.0
+) -> Counter[tuple[int, str]]:
+    """GET /items with `token` in concurrent batches on fresh connections until every one
+    of gunicorn's `workers` has answered (or once, in-process): (status, worker) counts."""
+    seen: Counter[tuple[int, str]] = Counter()
+    deadline = time.monotonic() + within
+    wanted = 1 if _in_process(client) else workers
+    while len({worker for _, worker in seen}) < wanted:
+        assert time.monotonic() < deadline, f"not every worker answered within {within}s: {seen}"
+        answers = await asyncio.gather(
+            *(
+                client.get("/items", headers={**_bearer(token), "Connection": "close"})
+                for _ in range(8)
+            )
+        )
+        for answer in answers:
+            seen[(answer.status_code, answer.headers.get("x-worker-id", "?"))] += 1
+    return seen
+
+
+async def test_logout_ends_that_session_everywhere_and_only_that_one(
+    client: httpx.AsyncClient,
+) -> None:
+    account = await signup(client)
+    other = await _login(client, account, account.password)
+    before = await _statuses(client, account.access_token)
+    assert {status for status, _ in before} == {200}, before
+
+    logout = await client.post("/auth/logout", headers=account.auth)
+    assert logout.status_code == 204, logout.text
+
+    after = await _statuses(client, account.access_token)  # every worker refuses it
+    assert {status for status, _ in after} == {401}, after
+    refresh = await client.post("/auth/refresh", data={"refresh_token": account.refresh_token})
+    assert refresh.status_code == 401
+    again = await client.post("/auth/logout", headers=account.auth)
+    assert again.status_code == 401
+    # The user's other session is untouched.
+    assert {s for s, _ in await _statuses(client, other["access_token"])} == {200}
+    still = await client.post("/auth/refresh", data={"refresh_token": other["refresh_token"]})
+    assert still.status_code == 200
+
+
+async def test_refresh_rotates_and_a_reused_refresh_token_ends_the_session(
+    client: httpx.AsyncClient,
+) -> None:
+    account = await signup(client)
+    other = await _login(client, account, account.password)
+    first = await client.post("/auth/refresh", data={"refresh_token": account.refresh_token})
+    assert first.status_code == 200
+    rotated = first.json()
+    assert rotated["refresh_token"] != account.refresh_token
+    second = await client.post("/auth/refresh", data={"refresh_token": rotated["refresh_token"]})
+    assert second.status_code == 200
+    victim = second.json()
+    assert (await client.get("/items", headers=_bearer(victim["access_token"]))).status_code == 200
+
+    # A thief replays the first refresh token: refused, and the whole session ends.
+    replay = await client.post("/auth/refresh", data={"refresh_token": account.refresh_token})
+    assert replay.status_code == 401
+    assert (await client.get("/items", headers=_bearer(victim["access_token"]))).status_code == 401
+    latest = await client.post("/auth/refresh", data={"refresh_token": victim["refresh_token"]})
+    assert latest.status_code == 401
+    # Another session of the same user goes on.
+    assert (await client.get("/items", headers=_bearer(other["access_token"]))).status_code == 200
+
+
+async def test_concurrent_refreshes_with_one_token_rotate_once(client: httpx.AsyncClient) -> None:
+    """Two uses of one refresh token at once: exactly one rotates, and the second counts as
+    reuse, so the session ends (a legitimate client never sends one token twice)."""
+    account = await signup(client)
+    answers = await asyncio.gather(
+        *(
+            client.post("/auth/refresh", data={"refresh_token": account.refresh_token})
+            for _ in range(4)
+        )
+    )
+    assert sorted(answer.status_code for answer in answers) == [200, 401, 401, 401]
+    winner = next(answer.json() for answer in answers if answer.status_code == 200)
+    assert (await client.get("/items", headers=_bearer(winner["access_token"]))).status_code == 401
+
+
+async def test_an_empty_or_missing_refresh_token_is_unauthorized(
+    client: httpx.AsyncClient,
+) -> None:
+    for data in ({"refresh_token": ""}, {}):
+        response = await client.post("/auth/refresh", data=data)
+        assert response.status_code == 401, (data, response.text)
+        assert response.json() == {"detail": "Invalid or expired refresh token"}
+
+
+async def test_password_change_is_own_only_counts_failures_and_ends_every_session(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    account = await signup(client)
+    stranger = await signup(client)
+    second = await _login(client, account, account.password)
+    change = {"current_password": account.password, "new_password": NEW_PASSWORD}
+
+    forbidden = await client.put(
+        f"/users/{account.pubid}/password", json=change, headers=stranger.auth
+    )
+    assert forbidden.status_code == 403
+    anonymous = await client.put(f"/users/{account.pubid}/password", json=change)
+    assert anonymous.status_code == 401
+
+    wrong = await client.put(
+        f"/users/{account.pubid}/password",
+        json={**change, "current_password": "not-my-password-1"},
+        headers=account.auth,
+    )
+    assert wrong.status_code == 403
+    assert wrong.json() == {"detail": "Current password is incorrect"}
+    failures = await fetch(
+        database_url,
+        "SELECT failures FROM login_failures WHERE scope = 'user' AND key = $1",
+        account.name,
+    )
+    assert [row["failures"] for row in failures] == [1]  # the wrong attempt counted
+    weak = await client.put(
+        f"/users/{account.pubid}/password",
+        json={**change, "new_password": "short"},
+        headers=account.auth,
+    )
+    assert weak.status_code == 422
+
+    done = await client.put(f"/users/{account.pubid}/password", json=change, headers=account.auth)
+    assert done.status_code == 204, done.text
+    for token in (account.access_token, second["access_token"]):
+        assert (await client.get("/items", headers=_bearer(token))).status_code == 401
+    for token in (account.refresh_token, second["refresh_token"]):
+        refreshed = await client.post("/auth/refresh", data={"refresh_token": token})
+        assert refreshed.status_code == 401
+    old = await client.post(
+        "/auth/token", data={"username": account.name, "password": account.password}
+    )
+    assert old.status_code == 401
+    fresh = await _login(client, account, NEW_PASSWORD)
+    assert (await client.get("/items", headers=_bearer(fresh["access_token"]))).status_code == 200
+    # The stranger's session was never touched.
+    assert (await client.get("/items", headers=stranger.auth)).status_code == 200
+    rows = await fetch(
+        database_url,
+        "SELECT end_reason, count(*) AS n FROM auth_sessions s JOIN users u ON u.id = s.user_id "
+        "WHERE u.name = $1 GROUP BY end_reason ORDER BY end_reason NULLS LAST",
+        account.name,
+    )
+    assert [(row["end_reason"], row["n"]) for row in rows] == [("password_change", 2), (None, 1)]
+
+
+async def test_cleanup_deletes_ended_and_expired_sessions_only(
+    app: FastAPI, client: httpx.AsyncClient, database_url: str
+) -> None:
+    ended = await signup(client)
+    assert (await client.post("/auth/logout", headers=ended.auth)).status_code == 204
+    expired = await signup(client)
+    live = await signup(client)
+    await fetch(
+        database_url,
+        "UPDATE auth_sessions SET expires_at = now() - interval '1 second' "
+        "WHERE user_id = (SELECT id FROM users WHERE name = $1)",
+        expired.name,
+    )
+    database: Database = app.state.database
+    deleted_sessions, _ = await clean_once(database, batch=1, window_seconds=900)
+    assert deleted_sessions >= 2  # one batch of one at a time, until none are left
+    left = await fetch(
+        database_url,
+        "SELECT u.name FROM auth_sessions s JOIN users u ON u.id = s.user_id "
+        "WHERE u.name = ANY($1::text[])",
+        [ended.name, expired.name, live.name],
+    )
+    assert [row["name"] for row in left] == [live.name]
+    assert (await client.get("/items", headers=live.auth)).status_code == 200
