@@ -13,7 +13,7 @@ from sqlalchemy import select
 from service.auth.sessions import live_session
 from service.auth.throttle import Throttled, ThrottleLimits
 from service.core import metrics
-from service.core.db import SessionDep
+from service.core.db import Database, SessionDep, get_database
 from service.core.security import InvalidTokenError, PasswordHasher, TokenClaims, TokenService
 from service.users.models import User
 
@@ -103,3 +103,5 @@ async def get_throttle_limits(request: Request) -> ThrottleLimits:
 
 
 ThrottleLimitsDep = Annotated[ThrottleLimits, Depends(get_throttle_limits)]
+# For the throttle's counting statement, which must not run inside a longer transaction.
+DatabaseDep = Annotated[Database, Depends(get_database)]

@@ -9,6 +9,7 @@ from fastapi.security import OAuth2PasswordRequestForm
 from service.auth import sessions, throttle
 from service.auth.dependencies import (
     CurrentUser,
+    DatabaseDep,
     HasherDep,
     ThrottleLimitsDep,
     TokenClaimsDep,
@@ -53,6 +54,7 @@ async def login(
     request: Request,
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     session: SessionDep,
+    database: DatabaseDep,
     hasher: HasherDep,
     tokens: TokensDep,
     limits: ThrottleLimitsDep,
@@ -63,16 +65,15 @@ async def login(
             name = reject_unstorable_text(form.username)
         except ValueError:
             name = None  # cannot be stored, so no such user; still counted and verified
-        user = await users.get_user_by_name(session, name=name) if name else None
-        reserved = await throttle.reserve(
-            session, username=form.username, address=client_address(request), limits=limits
-        )
-        if isinstance(reserved, throttle.Throttled):
-            await session.rollback()
-            raise too_many_attempts(reserved)
-        # Commit the count, which also gives the pooled connection back before bcrypt's
-        # ~0.25 s: a login must not hold a connection others are waiting for.
-        await session.commit()
+        # Autocommit: the count's row locks end with its statement. The connection goes
+        # back to the pool before bcrypt's ~0.25 s, which must not hold one.
+        async with database.read_sessionmaker() as quick:
+            reserved = await throttle.reserve(
+                quick, username=form.username, address=client_address(request), limits=limits
+            )
+            if isinstance(reserved, throttle.Throttled):
+                raise too_many_attempts(reserved)
+            user = await users.get_user_by_name(quick, name=name) if name else None
         password_ok = await hasher.verify(form.password, user.password_hash if user else None)
     if user is None or not password_ok:
         metrics.LOGINS.labels(outcome="unknown_user" if user is None else "bad_password").inc()

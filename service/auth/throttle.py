@@ -2,29 +2,31 @@
 
 Failed attempts are counted per (user name, client address), per user name and per client
 address, in fixed windows. An attempt first *reserves* its place in all three counters with
-one upsert, inside a transaction: over any limit, the transaction rolls back (nothing is
-counted) and the caller answers 429 before any bcrypt work. Otherwise it commits, and the
-row locks taken by the upsert serialise concurrent attempts, so no more than the limit are
-ever evaluated, whatever the number of processes. A successful attempt gives its place back.
-Unknown user names are counted exactly like known ones."""
+one statement (an upsert per counter, in a function of the migration): over any limit, the
+statement takes its own counts back and the caller answers 429 before any bcrypt work. The
+upserts' row locks serialise concurrent attempts on one counter, so no more than the limit
+are ever evaluated, whatever the number of processes, and a refused attempt counts nowhere
+(one attacking address cannot use up a user's or its own other limits with refused tries).
+A successful attempt gives its place back. Unknown user names count like known ones."""
 
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Tuple, delete, func, literal, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Tuple, delete, func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.auth.models import LoginFailures
 from service.core.schemas import reject_unstorable_text
 from service.core.settings import Settings
 
-EPOCH = datetime.fromisoformat("2000-01-01T00:00:00+00:00")
 MAX_NAME_KEY_LENGTH = 100
+COUNT_ATTEMPT = text(
+    "SELECT refused_by, retry_after, counted_window "
+    "FROM count_login_failure(:scopes, :keys, :limits, :window)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,38 +78,29 @@ def _keys(username: str, address: str) -> tuple[tuple[str, str], ...]:
 async def reserve(
     session: AsyncSession, *, username: str, address: str, limits: ThrottleLimits
 ) -> Reservation | Throttled:
-    """Count one attempt in the caller's open transaction: one statement. On `Throttled` the
-    caller must roll back (the counts it just added vanish); otherwise commit promptly."""
-    window = timedelta(seconds=limits.window_seconds)
-    window_start = func.date_bin(window, func.now(), literal(EPOCH))
+    """Count one attempt: one statement (the count_login_failure function of the migration),
+    all three counters or none. Run it on an autocommit session, so no lock it takes
+    outlives the statement."""
     keys = _keys(username, address)
-    upsert = insert(LoginFailures).values(
-        [
-            {"scope": scope, "key": key, "window_start": window_start, "failures": 1}
-            for scope, key in keys
-        ]
-    )
-    statement = upsert.on_conflict_do_update(
-        index_elements=[LoginFailures.scope, LoginFailures.key, LoginFailures.window_start],
-        set_={"failures": LoginFailures.failures + 1},
-    ).returning(
-        LoginFailures.scope,
-        LoginFailures.failures,
-        LoginFailures.window_start,
-        func.extract("epoch", LoginFailures.window_start + window - func.now()),
-    )
-    rows = (await session.execute(statement)).all()
     limit_of = {
-        "user_address": limits.per_user_address,
-        "user": limits.per_user,
         "address": limits.per_address,
+        "user": limits.per_user,
+        "user_address": limits.per_user_address,
     }
-    over = [row for row in rows if row[1] > limit_of[row[0]]]
-    if over:
-        scope = min(over, key=lambda row: list(limit_of).index(row[0]))[0]
-        remaining = max(float(row[3]) for row in over)
-        return Throttled(limit=scope, retry_after_seconds=max(1, math.ceil(remaining)))
-    return Reservation(keys=keys, window_start=rows[0][2])
+    row = (
+        await session.execute(
+            COUNT_ATTEMPT,
+            {
+                "scopes": [scope for scope, _ in keys],
+                "keys": [key for _, key in keys],
+                "limits": [limit_of[scope] for scope, _ in keys],
+                "window": timedelta(seconds=limits.window_seconds),
+            },
+        )
+    ).one()
+    if row.refused_by is not None:
+        return Throttled(limit=row.refused_by, retry_after_seconds=row.retry_after)
+    return Reservation(keys=keys, window_start=row.counted_window)
 
 
 async def give_back(session: AsyncSession, *, reservation: Reservation) -> None:

@@ -7,6 +7,7 @@ from fastapi import APIRouter, HTTPException, Request, status
 from service.auth import sessions, throttle
 from service.auth.dependencies import (
     CurrentUser,
+    DatabaseDep,
     HasherDep,
     Principal,
     ThrottleLimitsDep,
@@ -134,21 +135,22 @@ async def change_password(
     request: Request,
     session: SessionDep,
     current: CurrentUser,
+    database: DatabaseDep,
     hasher: HasherDep,
     limits: ThrottleLimitsDep,
 ) -> None:
     """A wrong current password counts as a failed login (a stolen access token must not
     become an unthrottled password oracle). Success ends every session of the user."""
     _require_self(current, pubid)
+    await session.commit()  # end the caller lookup's transaction: no connection held below
     async with hasher.admitted():
-        reserved = await throttle.reserve(
-            session, username=current.name, address=client_address(request), limits=limits
-        )
-        if isinstance(reserved, throttle.Throttled):
-            await session.rollback()
-            raise too_many_attempts(reserved)
-        stored_hash = await service.password_hash_of(session, user_id=current.id)
-        await session.commit()  # the count stands, and the connection goes back before bcrypt
+        async with database.read_sessionmaker() as quick:  # autocommit, as in login
+            reserved = await throttle.reserve(
+                quick, username=current.name, address=client_address(request), limits=limits
+            )
+            if isinstance(reserved, throttle.Throttled):
+                raise too_many_attempts(reserved)
+            stored_hash = await service.password_hash_of(quick, user_id=current.id)
         if not await hasher.verify(body.current_password, stored_hash):
             raise HTTPException(status.HTTP_403_FORBIDDEN, "Current password is incorrect")
         new_hash = await hasher.hash(body.new_password)
