@@ -25,9 +25,10 @@ RESEND_ROUNDS = 20
 
 @pytest.fixture(scope="module")
 def two_instances(database_url: str) -> Iterator[tuple[Gunicorn, Gunicorn]]:
+    env = {"LOGIN_FAILURES_PER_ADDRESS": str(ADDRESS_LIMIT)}  # the default, not the suite's
     with (
-        run_gunicorn(database_url, workers=4) as first,
-        run_gunicorn(database_url, workers=4) as second,
+        run_gunicorn(database_url, workers=4, env=env) as first,
+        run_gunicorn(database_url, workers=4, env=env) as second,
     ):
         yield first, second
 
@@ -109,7 +110,7 @@ async def test_concurrent_spraying_from_one_address_evaluates_exactly_the_limit(
 async def test_forwarded_for_counts_only_from_a_trusted_proxy(database_url: str) -> None:
     """With loopback not in FORWARDED_ALLOW_IPS, X-Forwarded-For is ignored: attempts that
     claim different addresses are all counted against the real peer (127.0.0.1)."""
-    env = {"FORWARDED_ALLOW_IPS": "192.0.2.1"}
+    env = {"FORWARDED_ALLOW_IPS": "192.0.2.1", "LOGIN_FAILURES_PER_ADDRESS": str(ADDRESS_LIMIT)}
     name = unique_name("xff")
     with run_gunicorn(database_url, workers=2, env=env) as untrusting:
         async with httpx.AsyncClient(base_url=untrusting.url, timeout=10) as http:

@@ -8,6 +8,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from service.app import create_app
+from service.core.settings import Settings
+from tests.conftest import make_settings
 from tests.support.api import signup, unique_name
 from tests.support.database import fetch
 from tests.support.throttle import WRONG_PASSWORD, fresh_address, metric_sum
@@ -105,23 +108,30 @@ async def test_a_success_is_not_counted_as_a_failure(
 
 
 async def test_one_address_trying_many_names_hits_the_address_limit(
-    attacker: Attacker, client: httpx.AsyncClient, database_url: str
+    database_url: str,
 ) -> None:
-    address = fresh_address()
-    names = [unique_name("spray") for _ in range(ADDRESS_LIMIT)]
-    statuses = [(await attacker.login(n, WRONG_PASSWORD, address)).status_code for n in names]
-    assert statuses == [401] * ADDRESS_LIMIT
-    refused = await attacker.login(unique_name("spray"), WRONG_PASSWORD, address)
-    assert refused.status_code == 429
+    """In-process with the default per-address limit (the shared fixtures raise it, since
+    all their clients share loopback); tests/e2e/test_throttle_processes.py does the same
+    across processes."""
+    default = Settings.model_fields["login_failures_per_address"].default
+    application = create_app(make_settings(database_url, login_failures_per_address=default))
+    async with application.router.lifespan_context(application):
+        assert application.state.throttle_limits.per_address == ADDRESS_LIMIT
+        attacker = Attacker(httpx.AsyncClient(base_url="http://test"), application)
+        address = fresh_address()
+        names = [unique_name("spray") for _ in range(ADDRESS_LIMIT)]
+        statuses = [(await attacker.login(n, WRONG_PASSWORD, address)).status_code for n in names]
+        assert statuses == [401] * ADDRESS_LIMIT
+        refused = await attacker.login(unique_name("spray"), WRONG_PASSWORD, address)
+        assert refused.status_code == 429
+        other = await attacker.login(unique_name("spray"), WRONG_PASSWORD, fresh_address())
+        assert other.status_code == 401  # another address is not affected
     rows = await fetch(
         database_url,
         "SELECT failures FROM login_failures WHERE scope = 'address' AND key = $1",
         address,
     )
     assert [row["failures"] for row in rows] == [ADDRESS_LIMIT]  # the refused one not counted
-    # Another address is not affected.
-    other = await attacker.login(unique_name("spray"), WRONG_PASSWORD, fresh_address())
-    assert other.status_code == 401
 
 
 async def test_many_addresses_against_one_user_hit_the_user_limit(

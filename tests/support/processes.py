@@ -21,6 +21,7 @@ from service.dev.processes import children_of
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 GUNICORN = str(Path(sys.executable).parent / "gunicorn")
+TEST_FAILURES_PER_ADDRESS = 1_000_000
 _STARTUP_COMPLETE = re.compile(r"\[(\d+)\] \[INFO\] uvicorn\.error: Application startup complete")
 
 
@@ -110,6 +111,10 @@ def gunicorn_env(
         LOG_LEVEL="info",
         ACCESS_LOG="false",
         PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+        # Every test client shares loopback, and a test session shares one database: the
+        # per-address login limit would be a limit on the whole suite. Tests of that limit
+        # set it back (tests/e2e/test_throttle_processes.py).
+        LOGIN_FAILURES_PER_ADDRESS=str(TEST_FAILURES_PER_ADDRESS),
     )
     env.update(overrides)
     return env
