@@ -130,7 +130,7 @@ async def test_a_sign_up_flood_is_shed_fast_and_reads_stay_fast(database_url: st
             method="POST",
             le=bound,
         )
-        for bound in ("2.5", "5.0")
+        for bound in ("2.5", "10.0")
     }
     waits = metric_sum(exposition, "password_hash_admission_wait_seconds_count")
     waited_within_2s = metric_sum(
@@ -138,7 +138,7 @@ async def test_a_sign_up_flood_is_shed_fast_and_reads_stay_fast(database_url: st
     )
     print(
         f"\nflood answers {dict(flood.answers)}; slowest at the client {flood.slowest:.2f}s; "
-        f"at the server {served_within} of {answered} within 2.5 s / 5 s; "
+        f"at the server {served_within} of {answered} within 2.5 s / 10 s; "
         f"reader p99 before {p99_before:.1f} ms ({len(before['latencies_ms'])} reads), "
         f"during {p99_during:.1f} ms ({len(during['latencies_ms'])} reads)"
     )
@@ -149,7 +149,7 @@ async def test_a_sign_up_flood_is_shed_fast_and_reads_stay_fast(database_url: st
     assert waited_within_2s == waits, (waited_within_2s, waits)
     # Bounded answers, with room for a machine so busy that one cost-12 hash takes seconds
     # (the 2.5 s acceptance bound itself is measured by the benchmark's flood workload).
-    assert served_within["5.0"] == answered, served_within
+    assert served_within["10.0"] == answered, served_within
     assert flood.slowest < CLIENT_BOUND_SECONDS, flood.slow
     # Reads stay fast (relative to the same machine's reads just before; the benchmark
     # holds the acceptance bound of max(3x, 25 ms)).
