@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.auth.models import AuthSession
 from service.users.models import User
 
+# Ended sessions stay a while for inspection (who logged out, when, why) before cleanup.
+ENDED_SESSION_RETENTION = timedelta(hours=1)
 EndReason = Literal["logout", "password_change", "refresh_reuse"]
 Rotation = Literal["rotated", "reuse_detected", "refused"]
 
@@ -111,11 +113,17 @@ async def end_user_sessions(session: AsyncSession, *, user_id: int, reason: EndR
 
 
 async def delete_finished(session: AsyncSession, *, batch: int) -> int:
-    """Delete up to `batch` ended or expired sessions. SKIP LOCKED: workers cleaning at the
-    same time take different rows, and nothing waits on a row a request is updating."""
+    """Delete up to `batch` expired sessions, or ended ones past their retention. SKIP
+    LOCKED: workers cleaning at the same time take different rows, and nothing waits on a
+    row a request is updating."""
     doomed = (
         select(AuthSession.id)
-        .where(or_(AuthSession.ended_at.is_not(None), AuthSession.expires_at <= func.now()))
+        .where(
+            or_(
+                AuthSession.ended_at < func.now() - ENDED_SESSION_RETENTION,
+                AuthSession.expires_at <= func.now(),
+            )
+        )
         .limit(batch)
         .with_for_update(skip_locked=True)
     )

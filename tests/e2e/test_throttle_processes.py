@@ -14,7 +14,13 @@ import pytest
 from tests.support.api import unique_name
 from tests.support.database import fetch
 from tests.support.processes import Gunicorn, run_gunicorn
-from tests.support.throttle import WRONG_PASSWORD, attempt, fresh_address, metric_sum
+from tests.support.throttle import (
+    WRONG_PASSWORD,
+    attempt,
+    fresh_address,
+    metric_sum,
+    room_in_window,
+)
 
 pytestmark = pytest.mark.gunicorn
 
@@ -78,6 +84,7 @@ async def _throttled_total(instances: tuple[Gunicorn, ...]) -> float:
 async def test_concurrent_guesses_at_one_pair_evaluate_exactly_the_limit(
     two_instances: tuple[Gunicorn, Gunicorn], database_url: str
 ) -> None:
+    await room_in_window()
     name, address = unique_name("pair"), fresh_address()
     throttled_before = await _throttled_total(two_instances)
     statuses, workers, shed = await _flood(two_instances, [(name, address)] * 80)
@@ -100,6 +107,7 @@ async def test_concurrent_guesses_at_one_pair_evaluate_exactly_the_limit(
 async def test_concurrent_spraying_from_one_address_evaluates_exactly_the_limit(
     two_instances: tuple[Gunicorn, Gunicorn],
 ) -> None:
+    await room_in_window()
     address = fresh_address()
     logins = [(unique_name("spray"), address) for _ in range(ADDRESS_LIMIT + 50)]
     statuses, _, shed = await _flood(two_instances, logins)
@@ -110,6 +118,7 @@ async def test_concurrent_spraying_from_one_address_evaluates_exactly_the_limit(
 async def test_forwarded_for_counts_only_from_a_trusted_proxy(database_url: str) -> None:
     """With loopback not in FORWARDED_ALLOW_IPS, X-Forwarded-For is ignored: attempts that
     claim different addresses are all counted against the real peer (127.0.0.1)."""
+    await room_in_window()
     env = {"FORWARDED_ALLOW_IPS": "192.0.2.1", "LOGIN_FAILURES_PER_ADDRESS": str(ADDRESS_LIMIT)}
     name = unique_name("xff")
     with run_gunicorn(database_url, workers=2, env=env) as untrusting:

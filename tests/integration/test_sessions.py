@@ -10,10 +10,13 @@ from collections import Counter
 import httpx
 from fastapi import FastAPI
 
+from service.app import create_app
 from service.auth.cleanup import clean_once
 from service.core.db import Database
-from tests.support.api import Account, signup
+from tests.conftest import make_settings
+from tests.support.api import Account, signup, unique_name
 from tests.support.database import fetch
+from tests.support.throttle import room_in_window
 
 NEW_PASSWORD = "battery-staple-77"
 
@@ -130,6 +133,7 @@ async def test_an_empty_or_missing_refresh_token_is_unauthorized(
 async def test_password_change_is_own_only_counts_failures_and_ends_every_session(
     client: httpx.AsyncClient, database_url: str
 ) -> None:
+    await room_in_window()  # it counts a failure in the current window
     account = await signup(client)
     stranger = await signup(client)
     second = await _login(client, account, account.password)
@@ -186,27 +190,75 @@ async def test_password_change_is_own_only_counts_failures_and_ends_every_sessio
     assert [(row["end_reason"], row["n"]) for row in rows] == [("password_change", 2), (None, 1)]
 
 
+async def _age(database_url: str, name: str, assignment: str) -> None:
+    """Move a user's sessions back in time (assignment is test code, never input)."""
+    await fetch(
+        database_url,
+        f"UPDATE auth_sessions SET {assignment} "
+        "WHERE user_id = (SELECT id FROM users WHERE name = $1)",
+        name,
+    )
+
+
 async def test_cleanup_deletes_ended_and_expired_sessions_only(
     app: FastAPI, client: httpx.AsyncClient, database_url: str
 ) -> None:
     ended = await signup(client)
     assert (await client.post("/auth/logout", headers=ended.auth)).status_code == 204
+    just_ended = await signup(client)
+    assert (await client.post("/auth/logout", headers=just_ended.auth)).status_code == 204
     expired = await signup(client)
     live = await signup(client)
+    await _age(database_url, ended.name, "ended_at = now() - interval '61 minutes'")
+    await _age(database_url, expired.name, "expires_at = now() - interval '1 second'")
+    old_key, current_key = unique_name("old"), unique_name("current")
     await fetch(
         database_url,
-        "UPDATE auth_sessions SET expires_at = now() - interval '1 second' "
-        "WHERE user_id = (SELECT id FROM users WHERE name = $1)",
-        expired.name,
+        "INSERT INTO login_failures (scope, key, window_start, failures) VALUES "
+        "('user', $1, now() - interval '16 minutes', 3), ('user', $2, now(), 3)",
+        old_key,
+        current_key,
     )
     database: Database = app.state.database
-    deleted_sessions, _ = await clean_once(database, batch=1, window_seconds=900)
+    deleted_sessions, deleted_counters = await clean_once(database, batch=1, window_seconds=900)
     assert deleted_sessions >= 2  # one batch of one at a time, until none are left
+    assert deleted_counters >= 1
+    counters = await fetch(
+        database_url,
+        "SELECT key FROM login_failures WHERE key = ANY($1::text[])",
+        [old_key, current_key],
+    )
+    assert [row["key"] for row in counters] == [current_key]  # only the finished window went
     left = await fetch(
         database_url,
         "SELECT u.name FROM auth_sessions s JOIN users u ON u.id = s.user_id "
         "WHERE u.name = ANY($1::text[])",
-        [ended.name, expired.name, live.name],
+        [ended.name, just_ended.name, expired.name, live.name],
     )
-    assert [row["name"] for row in left] == [live.name]
+    # Kept: the live session, and the one ended a moment ago (kept an hour for inspection).
+    assert sorted(row["name"] for row in left) == sorted([just_ended.name, live.name])
     assert (await client.get("/items", headers=live.auth)).status_code == 200
+
+
+async def test_each_worker_cleans_up_in_the_background(database_url: str) -> None:
+    application = create_app(make_settings(database_url, session_cleanup_interval_seconds=0.05))
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            account = await signup(http)
+            assert (await http.post("/auth/logout", headers=account.auth)).status_code == 204
+        await _age(database_url, account.name, "ended_at = now() - interval '2 hours'")
+
+        async def left() -> int:
+            rows = await fetch(
+                database_url,
+                "SELECT count(*) AS n FROM auth_sessions s JOIN users u ON u.id = s.user_id "
+                "WHERE u.name = $1",
+                account.name,
+            )
+            return int(rows[0]["n"])
+
+        deadline = time.monotonic() + 15
+        while await left():
+            assert time.monotonic() < deadline, "the ended session was not cleaned up in 15 s"
+            await asyncio.sleep(0.1)

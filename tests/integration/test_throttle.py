@@ -13,7 +13,7 @@ from service.core.settings import Settings
 from tests.conftest import make_settings
 from tests.support.api import signup, unique_name
 from tests.support.database import fetch
-from tests.support.throttle import WRONG_PASSWORD, fresh_address, metric_sum
+from tests.support.throttle import WRONG_PASSWORD, fresh_address, metric_sum, room_in_window
 
 PAIR_LIMIT = 10  # the defaults: 10 per (user, address), 100 per user, 100 per address
 USER_LIMIT = 100
@@ -52,6 +52,7 @@ def attacker(client: httpx.AsyncClient, app: FastAPI) -> Attacker:
 async def test_the_pair_limit_refuses_before_bcrypt_and_spares_other_addresses(
     attacker: Attacker, client: httpx.AsyncClient
 ) -> None:
+    await room_in_window()
     account = await signup(client)
     address = fresh_address()
     assert (
@@ -84,6 +85,7 @@ async def test_unknown_user_names_are_counted_the_same(
 ) -> None:
     """429 versus 401 reveals nothing: a name that exists and one that does not answer the
     same sequence, with the same bodies."""
+    await room_in_window()
     account = await signup(client)
     address = fresh_address()
     answers = {}
@@ -98,6 +100,7 @@ async def test_unknown_user_names_are_counted_the_same(
 async def test_a_success_is_not_counted_as_a_failure(
     attacker: Attacker, client: httpx.AsyncClient
 ) -> None:
+    await room_in_window()
     account = await signup(client)
     address = fresh_address()
     wrong = PAIR_LIMIT - 1
@@ -113,6 +116,7 @@ async def test_one_address_trying_many_names_hits_the_address_limit(
     """In-process with the default per-address limit (the shared fixtures raise it, since
     all their clients share loopback); tests/e2e/test_throttle_processes.py does the same
     across processes."""
+    await room_in_window()
     default = Settings.model_fields["login_failures_per_address"].default
     application = create_app(make_settings(database_url, login_failures_per_address=default))
     async with application.router.lifespan_context(application):
@@ -139,6 +143,7 @@ async def test_many_addresses_against_one_user_hit_the_user_limit(
 ) -> None:
     """A distributed attack stays bounded: USER_LIMIT guesses per window in all. (Then the
     user waits for the window too: the documented price of bounding it.)"""
+    await room_in_window()
     account = await signup(client)
     for _ in range(USER_LIMIT // PAIR_LIMIT):
         address = fresh_address()

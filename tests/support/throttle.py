@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
+import time
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -41,3 +43,13 @@ def metric_sum(exposition: str, name: str, **labels: str) -> float:
             if sample.name == name and labels.items() <= sample.labels.items():
                 total += sample.value
     return total
+
+
+async def room_in_window(needed_seconds: float = 60, window_seconds: int = 900) -> None:
+    """Counters live in fixed windows aligned to the clock (date_bin from 2000-01-01, a
+    multiple of 900 s in Unix time). A test that counts up to a limit must not straddle a
+    window's end, where the counts start again from zero: wait for the next window if this
+    one has less than `needed_seconds` left."""
+    left = window_seconds - time.time() % window_seconds
+    if left < needed_seconds:
+        await asyncio.sleep(left + 0.5)
