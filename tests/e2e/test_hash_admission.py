@@ -154,6 +154,10 @@ async def test_a_sign_up_flood_is_shed_fast_and_reads_stay_fast(database_url: st
     # within 2 s and all within 5 s leave room for an event loop a busy machine wakes late;
     # without admission control, answers took up to 10 s, issue 13).
     assert waits == answered  # every sign-up asked for a slot
+    rejected = metric_sum(exposition, "password_hash_admissions_total", outcome="rejected")
+    admitted = metric_sum(exposition, "password_hash_admissions_total", outcome="admitted")
+    assert rejected == flood.answers[503]
+    assert admitted + rejected == answered
     assert waited_within["2.0"] >= 0.99 * waits, (waited_within, waits)
     assert waited_within["5.0"] == waits, (waited_within, waits)
     # Bounded answers, with room for a machine so busy that one cost-12 hash takes seconds

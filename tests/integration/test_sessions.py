@@ -16,7 +16,7 @@ from service.core.db import Database
 from tests.conftest import make_settings
 from tests.support.api import Account, signup, unique_name
 from tests.support.database import fetch
-from tests.support.throttle import room_in_window
+from tests.support.throttle import metric_sum, room_in_window
 
 NEW_PASSWORD = "battery-staple-77"
 
@@ -28,6 +28,11 @@ async def _login(client: httpx.AsyncClient, account: Account, password: str) -> 
     assert response.status_code == 200, response.text
     pair: dict[str, str] = response.json()
     return pair
+
+
+async def _ended(client: httpx.AsyncClient, reason: str) -> float:
+    exposition = (await client.get("/metrics")).text
+    return metric_sum(exposition, "auth_sessions_ended_total", reason=reason)
 
 
 def _bearer(token: str) -> dict[str, str]:
@@ -67,8 +72,10 @@ async def test_logout_ends_that_session_everywhere_and_only_that_one(
     before = await _statuses(client, account.access_token)
     assert {status for status, _ in before} == {200}, before
 
+    ended_before = await _ended(client, "logout")
     logout = await client.post("/auth/logout", headers=account.auth)
     assert logout.status_code == 204, logout.text
+    assert await _ended(client, "logout") == ended_before + 1
 
     after = await _statuses(client, account.access_token)  # every worker refuses it
     assert {status for status, _ in after} == {401}, after
@@ -97,8 +104,10 @@ async def test_refresh_rotates_and_a_reused_refresh_token_ends_the_session(
     assert (await client.get("/items", headers=_bearer(victim["access_token"]))).status_code == 200
 
     # A thief replays the first refresh token: refused, and the whole session ends.
+    ended_before = await _ended(client, "refresh_reuse")
     replay = await client.post("/auth/refresh", data={"refresh_token": account.refresh_token})
     assert replay.status_code == 401
+    assert await _ended(client, "refresh_reuse") == ended_before + 1
     assert (await client.get("/items", headers=_bearer(victim["access_token"]))).status_code == 401
     latest = await client.post("/auth/refresh", data={"refresh_token": victim["refresh_token"]})
     assert latest.status_code == 401
@@ -166,8 +175,10 @@ async def test_password_change_is_own_only_counts_failures_and_ends_every_sessio
     )
     assert weak.status_code == 422
 
+    ended_before = await _ended(client, "password_change")
     done = await client.put(f"/users/{account.pubid}/password", json=change, headers=account.auth)
     assert done.status_code == 204, done.text
+    assert await _ended(client, "password_change") == ended_before + 2  # both sessions
     for token in (account.access_token, second["access_token"]):
         assert (await client.get("/items", headers=_bearer(token))).status_code == 401
     for token in (account.refresh_token, second["refresh_token"]):
