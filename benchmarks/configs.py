@@ -119,10 +119,10 @@ CONFIGS: dict[str, ServerConfig] = {
         ),
         ServerConfig(
             key="gunicorn-4w",
-            label="1x4 config 1 with 4 workers (/metrics scrape under read load)",
+            label="1x4 config 1 with 4 workers (/metrics scrape, sign-up flood)",
             workers=4,
             base_command=tuple(_GUNICORN),
-            workloads=("scrape",),
+            workloads=("read", "scrape", "flood"),
         ),
     )
 }

@@ -10,13 +10,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-_WORKLOADS = ("read", "insert", "list", "signup", "steady", "scrape")
+_WORKLOADS = ("read", "insert", "list", "signup", "steady", "scrape", "flood")
 _P99_LIMITS = {"read": 50.0, "insert": 100.0}
 _TICKS = {
     "read": "read\nGET /items/{id}",
     "insert": "insert\nPOST /items",
     "list": "list\nGET /users?limit=50",
     "signup": "reads during\nsign-up storm",
+    "flood": "reads during\nsign-up flood",
     "steady": "reads from cold\nstart (steady run)",
     "scrape": "reads while /metrics\nis scraped (4 workers)",
 }

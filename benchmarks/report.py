@@ -9,7 +9,7 @@ from typing import Any
 from benchmarks.common import BENCH_DIR
 
 ANALYSIS_FILE = BENCH_DIR / "ANALYSIS.md"
-_WORKLOAD_ORDER = ("read", "steady", "insert", "list", "signup", "scrape")
+_WORKLOAD_ORDER = ("read", "steady", "insert", "list", "signup", "scrape", "flood")
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -101,6 +101,16 @@ def _extras_rows(document: dict[str, Any]) -> list[tuple[str, ...]]:
                     f"{extra['signup_rps']:.1f} req/s, p50 {extra['signup_p50_ms']:.0f} ms, "
                     f"p99 {extra['signup_p99_ms']:.0f} ms, {extra['signup_errors']:.0f} failed "
                     "(median per round)",
+                )
+            )
+        if s["workload"] == "flood":
+            rows.append(
+                (
+                    s["config"],
+                    "48 sign-up clients beside the reads",
+                    f"{extra['flood_rps']:.1f} answers/s, p99 {extra['flood_p99_ms']:.0f} ms, "
+                    f"max {extra['flood_max_ms']:.0f} ms, {extra['flood_errors']:.0f} non-2xx "
+                    "or failed (503s are the admission control's; median per round)",
                 )
             )
         if s["workload"] == "scrape":

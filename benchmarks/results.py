@@ -213,6 +213,7 @@ class TargetBuilder:
                     _over(factor, 3, "x"),
                 )
             )
+        self._flood()
         self._sessions(base)
         self.ratio("metrics on vs off", "read req/s >= 0.95x", base, "gunicorn-nometrics", 0.95)
         self.at_most(
@@ -224,6 +225,32 @@ class TargetBuilder:
         )
         self._server_targets(base)
         return self.targets
+
+    def _flood(self) -> None:
+        """Issue 13's acceptance: 48 sign-up clients at cost 12 against 4 workers."""
+        self.at_most(
+            "sign-up flood, slowest answer",
+            "every answer <= 2.5 s",
+            ("gunicorn-4w", "flood"),
+            "flood_max_ms",
+            2500,
+        )
+        flood = self.by_key.get(("gunicorn-4w", "flood"))
+        read = self.by_key.get(("gunicorn-4w", "read"))
+        requirement = "p99 <= max(3x reads alone, 25 ms)"
+        if flood is None or read is None:
+            self._missing("reads during the sign-up flood", requirement, "flood/read on 1x4")
+            return
+        limit = max(3 * read.p99_ms, 25.0)
+        self.targets.append(
+            Target(
+                "reads during the sign-up flood",
+                requirement,
+                f"{flood.p99_ms:.1f} ms vs limit {limit:.1f} ms (reads alone {read.p99_ms:.1f})",
+                flood.p99_ms <= limit,
+                _over(flood.p99_ms, limit, "ms"),
+            )
+        )
 
     def _sessions(self, base: str) -> None:
         steady = self.by_key.get((base, "steady"))

@@ -38,8 +38,11 @@ WORKLOADS: dict[str, Workload] = {
         Workload("list", "list GET /users?limit=50", "list.lua", "/users?limit=50"),
         Workload("signup", "one-row reads during a sign-up storm (bcrypt 12)", "read.lua"),
         Workload("scrape", "one-row reads while /metrics is scraped", "read.lua"),
+        Workload("flood", "one-row reads during a 48-client sign-up flood (bcrypt 12)", "read.lua"),
     )
 }
+# Issue 13's acceptance load: 48 sign-up clients against 4 workers (config gunicorn-4w).
+FLOOD_CONNECTIONS = 48
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +95,7 @@ def _extra_from(prefix: str, result: WrkResult) -> dict[str, float]:
         f"{prefix}_rps": result.rps,
         f"{prefix}_p50_ms": result.p50_ms,
         f"{prefix}_p99_ms": result.p99_ms,
+        f"{prefix}_max_ms": result.max_ms,
         f"{prefix}_errors": float(result.errors + result.timeouts),
         f"{prefix}_wrk_cpu_pct": result.cpu_pct,
     }
@@ -122,12 +126,14 @@ def run_workload(
 
     side_load = None
     scraper = None
-    if workload.key == "signup":
-        prefix = f"r{round_number}{server.config.key.replace('-', '')[:12]}"
+    if workload.key in {"signup", "flood"}:
+        prefix = f"{workload.key[0]}{round_number}{server.config.key.replace('-', '')[:11]}"
         side_load = WrkProcess(
             server.url,
             "signup.lua",
-            connections=options.signup_connections,
+            connections=(
+                FLOOD_CONNECTIONS if workload.key == "flood" else options.signup_connections
+            ),
             duration_s=duration,
             script_args=[prefix],
             timeout_s=10,
@@ -148,7 +154,7 @@ def run_workload(
     if side_load is not None:
         side = side_load.finish()
         wrk_cpu_s += side.cpu_s
-        extra.update(_extra_from("signup", side))
+        extra.update(_extra_from(workload.key, side))
     if scraper is not None:
         scraper.finish()
         latencies = scraper.latencies_ms

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCENARIOS = ("browse", "write", "signup", "contention", "polling")
+SCENARIOS = ("browse", "write", "signup", "contention", "polling", "abuse")
 DEFAULT_P95_MS = "default=1000,signup=3000"
 DEFAULT_P99_MS = "default=2500,signup=6000"
 

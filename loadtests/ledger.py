@@ -52,9 +52,21 @@ class LedgerWriter:
         self.write(HOT_WRITE, table=table, pubid=pubid, value=value)
 
     def process_summary(
-        self, *, requests: dict[str, int], worker_pids: dict[str, int], role: str
+        self,
+        *,
+        requests: dict[str, int],
+        worker_pids: dict[str, int],
+        role: str,
+        throttled_logins: int = 0,
     ) -> None:
-        self.write(PROCESS, pid=os.getpid(), role=role, requests=requests, worker_pids=worker_pids)
+        self.write(
+            PROCESS,
+            pid=os.getpid(),
+            role=role,
+            requests=requests,
+            worker_pids=worker_pids,
+            throttled_logins=throttled_logins,
+        )
 
     def close(self) -> None:
         self._file.close()
@@ -73,6 +85,7 @@ class Ledger:
     hot_values: dict[tuple[str, str], set[str]] = field(default_factory=dict)
     requests: Counter[str] = field(default_factory=Counter)  # "METHOD name" -> count
     worker_pids: Counter[str] = field(default_factory=Counter)
+    throttled_logins: int = 0  # 429s to POST /auth/token that Locust saw
     processes: int = 0
     files: int = 0
 
@@ -127,6 +140,7 @@ class Ledger:
                 self.processes += 1
                 self.requests.update(record.get("requests", {}))
                 self.worker_pids.update(record.get("worker_pids", {}))
+                self.throttled_logins += int(record.get("throttled_logins", 0))
             case other:
                 raise ValueError(f"unknown ledger event {other!r}")
 

@@ -46,6 +46,8 @@ def on_request(
     **_: Any,
 ) -> None:
     STATE.requests[f"{request_type} {name}"] += 1
+    if name == "/auth/token" and getattr(response, "status_code", None) == 429:
+        STATE.throttled_logins += 1
     headers = getattr(response, "headers", None)
     worker = headers.get("x-worker-id") if headers else None
     STATE.worker_pids[str(worker or "none")] += 1
@@ -107,8 +109,12 @@ def on_test_stop(environment: Environment, **_: Any) -> None:
         return
     role = "worker" if isinstance(environment.runner, WorkerRunner) else "local"
     STATE.ledger.process_summary(
-        requests=dict(STATE.requests), worker_pids=dict(STATE.worker_pids), role=role
+        requests=dict(STATE.requests),
+        worker_pids=dict(STATE.worker_pids),
+        role=role,
+        throttled_logins=STATE.throttled_logins,
     )
+    STATE.throttled_logins = 0
     STATE.requests.clear()
     STATE.worker_pids.clear()
 

@@ -21,6 +21,7 @@ CLASS_NAMES = {
     "signup": ["SignupStorm"],
     "contention": ["Contention"],
     "polling": ["PollCreator", "Poller"],
+    "abuse": ["LoginAbuse"],
 }
 
 

@@ -7,7 +7,8 @@
     locust -f loadtests/locustfile.py -H URL --headless ... --mix browse=3,contention=2
 
 Classes (tag): Browser (browse), Writer (write), SignupStorm (signup), Contention
-(contention), PollCreator + Poller (polling); tasks are also tagged read or write.
+(contention), PollCreator + Poller (polling), LoginAbuse (abuse: its 429s are expected);
+tasks are also tagged read or write.
 Gates (exit code 1 when breached): --max-fail-ratio, --p95-ms, --p99-ms, --min-rps.
 """
 
@@ -23,6 +24,7 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from loadtests import locust_hooks  # noqa: E402
+from loadtests.scenarios.abuse import LoginAbuse  # noqa: E402
 from loadtests.scenarios.browse import Browser  # noqa: E402
 from loadtests.scenarios.contention import Contention  # noqa: E402
 from loadtests.scenarios.polling import PollCreator, Poller  # noqa: E402
@@ -31,4 +33,4 @@ from loadtests.scenarios.write import Writer  # noqa: E402
 
 locust_hooks.install()
 
-__all__ = ["Browser", "Contention", "PollCreator", "Poller", "SignupStorm", "Writer"]
+__all__ = ["Browser", "Contention", "LoginAbuse", "PollCreator", "Poller", "SignupStorm", "Writer"]

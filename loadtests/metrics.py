@@ -25,6 +25,7 @@ class Snapshot:
     worker_starts: dict[str, float] = field(default_factory=dict)
     worker_exits: dict[str, float] = field(default_factory=dict)
     db_errors: dict[str, float] = field(default_factory=dict)
+    logins_throttled: float = 0.0  # auth_logins_throttled_total, every limit
 
     @property
     def live_slots(self) -> list[str]:
@@ -64,6 +65,7 @@ def parse(text: str, *, taken_at: float | None = None) -> Snapshot:
     requests: dict[tuple[str, str, str], float] = {}
     by_worker: dict[str, dict[str, float]] = {name: {} for name in _SERIES.values()}
     db_errors: dict[str, float] = {}
+    throttled = 0.0
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             labels = sample.labels
@@ -76,10 +78,13 @@ def parse(text: str, *, taken_at: float | None = None) -> Snapshot:
                 target[slot] = target.get(slot, 0.0) + sample.value
             elif sample.name == "db_errors_total":
                 db_errors[labels["kind"]] = db_errors.get(labels["kind"], 0.0) + sample.value
+            elif sample.name == "auth_logins_throttled_total":
+                throttled += sample.value
     return Snapshot(
         taken_at=time.monotonic() if taken_at is None else taken_at,
         requests=requests,
         db_errors=db_errors,
+        logins_throttled=throttled,
         worker_requests=by_worker["worker_requests"],
         in_progress=by_worker["in_progress"],
         pool_checked_out=by_worker["pool_checked_out"],

@@ -164,6 +164,7 @@ def run_and_reconcile(
         worker_check,
         *reconcile.database(ledger, rows, table_delta),
         *reconcile.final_state(final, baseline),
+        reconcile.throttled_logins(ledger, final, baseline),
         verdict_check,
     ]
     if target.server is not None:

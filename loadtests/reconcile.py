@@ -197,3 +197,14 @@ def final_state(final: Snapshot, baseline: Snapshot) -> list[Check]:
             f"pool connections checked out {checked_out:.0f}",
         ),
     ]
+
+
+def throttled_logins(ledger: Ledger, final: Snapshot, baseline: Snapshot) -> Check:
+    """Every 429 Locust got from POST /auth/token is one the server counted as throttled
+    (the abuse scenario's are expected; a password change is not in any scenario)."""
+    server = round(final.logins_throttled - baseline.logins_throttled)
+    return Check(
+        "4c. throttled logins: Locust's 429s == auth_logins_throttled_total increase",
+        ledger.throttled_logins == server,
+        f"Locust {ledger.throttled_logins}, server {server}",
+    )

@@ -8,6 +8,7 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy.engine import Connection
 
+import service.auth.models
 import service.items.models
 import service.users.models  # noqa: F401  (registers the tables on the metadata)
 from service.core.db import build_null_pool_engine

@@ -4,13 +4,16 @@ gunicorn worker owns a pool created after the fork (preload or not)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Response
 
+from service.auth.cleanup import clean_forever
 from service.auth.router import router as auth_router
+from service.auth.throttle import ThrottleLimits
 from service.core import metrics
 from service.core.db import Database
 from service.core.errors import install_error_handlers
@@ -37,10 +40,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.database = database
         app.state.tokens = TokenService.from_settings(settings)
-        app.state.hasher = await PasswordHasher.create(settings.bcrypt_rounds)
+        app.state.hasher = hasher = await PasswordHasher.create(settings)
+        app.state.throttle_limits = ThrottleLimits.from_settings(settings)
+        cleanup = asyncio.create_task(clean_forever(database, settings), name="auth-cleanup")
         try:
             yield
         finally:
+            cleanup.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await cleanup
+            hasher.close()
             await database.dispose()
 
     app = FastAPI(

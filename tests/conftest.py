@@ -9,7 +9,12 @@ from fastapi import FastAPI
 from service.app import create_app
 from service.core.settings import Settings
 from tests.support.database import fresh_database, server_url
-from tests.support.processes import Gunicorn, run_gunicorn
+from tests.support.processes import (
+    TEST_FAILURES_PER_ADDRESS,
+    TEST_HASH_QUEUE_TIMEOUT_SECONDS,
+    Gunicorn,
+    run_gunicorn,
+)
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +37,8 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "environment": "test",
         "bcrypt_rounds": 4,
         "access_log": False,
+        "login_failures_per_address": TEST_FAILURES_PER_ADDRESS,  # see gunicorn_env
+        "hash_queue_timeout_seconds": TEST_HASH_QUEUE_TIMEOUT_SECONDS,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

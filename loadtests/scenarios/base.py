@@ -45,6 +45,7 @@ class ProcessState:
     ledger: LedgerWriter | None = None
     requests: Counter[str] = field(default_factory=Counter)
     worker_pids: Counter[str] = field(default_factory=Counter)
+    throttled_logins: int = 0  # 429 answers to POST /auth/token
     # create-while-polling: users whose creation (and item count) was acknowledged
     visible: dict[str, tuple[str, int]] = field(default_factory=dict)
 
@@ -88,8 +89,9 @@ class ApiUser(FastHttpUser):
         form: dict[str, str] | None = None,
         account: Account | None = None,
         close: bool = False,
+        headers: dict[str, str] | None = None,
     ) -> Reply | None:
-        headers: dict[str, str] = {"Connection": "close"} if close else {}
+        headers = {**(headers or {}), **({"Connection": "close"} if close else {})}
         data: str | None = None
         if account is not None:
             headers.update(self.fresh_headers(account))

@@ -3,12 +3,23 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Response
+from fastapi import APIRouter, Depends, Form, Request, Response, status
 
-from service.auth.dependencies import HasherDep, TokensDep, unauthorized
+from service.auth import sessions, throttle
+from service.auth.dependencies import (
+    CurrentUser,
+    DatabaseDep,
+    HasherDep,
+    ThrottleLimitsDep,
+    TokenClaimsDep,
+    TokensDep,
+    client_address,
+    too_many_attempts,
+    unauthorized,
+)
 from service.auth.schemas import LoginForm, TokenPair
 from service.core import metrics
-from service.core.db import SessionDep
+from service.core.db import SessionDep, commit_with_retry
 from service.core.openapi import responses
 from service.core.schemas import reject_unstorable_text
 from service.core.security import InvalidTokenError, TokenService
@@ -18,38 +29,68 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 
 # One message for unknown user and wrong password: the answer must not tell them apart.
 BAD_CREDENTIALS = "Incorrect username or password"
+BAD_REFRESH = "Invalid or expired refresh token"
 
 
-def _issue_pair(tokens: TokenService, subject: str, response: Response) -> TokenPair:
+def _issue_pair(
+    tokens: TokenService,
+    response: Response,
+    *,
+    subject: uuid.UUID,
+    session_id: uuid.UUID,
+    refresh_id: uuid.UUID,
+) -> TokenPair:
     response.headers["Cache-Control"] = "no-store"
     return TokenPair(
-        access_token=tokens.issue(subject, "access"),
-        refresh_token=tokens.issue(subject, "refresh"),
+        access_token=tokens.issue(subject, "access", session_id=session_id),
+        refresh_token=tokens.issue(subject, "refresh", session_id=session_id, token_id=refresh_id),
     )
 
 
-@router.post("/token", response_model=TokenPair, responses=responses(401, 422, 503))
+@router.post("/token", response_model=TokenPair, responses=responses(401, 422, 429, 503))
 async def login(
+    *,
+    request: Request,
     form: Annotated[LoginForm, Depends()],
     session: SessionDep,
+    database: DatabaseDep,
     hasher: HasherDep,
     tokens: TokensDep,
+    limits: ThrottleLimitsDep,
     response: Response,
 ) -> TokenPair:
-    try:
-        name = reject_unstorable_text(form.username)
-    except ValueError:
-        name = None  # cannot be stored, so no such user; still pay for a verify below
-    user = await users.get_user_by_name(session, name=name) if name else None
-    # Give the pooled connection back before bcrypt's ~0.25 s: a login must not hold a
-    # connection that other requests are waiting for. (The user stays loaded, detached.)
-    await session.close()
-    password_ok = await hasher.verify(form.password, user.password_hash if user else None)
+    async with hasher.admitted():  # 503 at once when this worker's hashing is saturated
+        try:
+            name = reject_unstorable_text(form.username)
+        except ValueError:
+            name = None  # cannot be stored, so no such user; still counted and verified
+        # Autocommit: the count's row locks end with its statement. The connection goes
+        # back to the pool before bcrypt's ~0.25 s, which must not hold one.
+        async with database.read_sessionmaker() as quick:
+            reserved = await throttle.reserve(
+                quick, username=form.username, address=client_address(request), limits=limits
+            )
+            if isinstance(reserved, throttle.Throttled):
+                raise too_many_attempts(reserved)
+            user = await users.get_user_by_name(quick, name=name) if name else None
+        password_ok = await hasher.verify(form.password, user.password_hash if user else None)
     if user is None or not password_ok:
         metrics.LOGINS.labels(outcome="unknown_user" if user is None else "bad_password").inc()
         raise unauthorized(BAD_CREDENTIALS)
+
+    refresh_id = uuid.uuid4()
+
+    async def open_session() -> uuid.UUID:
+        await throttle.give_back(session, reservation=reserved)
+        return await sessions.create_session(
+            session, user_id=user.id, refresh_id=refresh_id, ttl_seconds=tokens.refresh_ttl_seconds
+        )
+
+    session_id = await commit_with_retry(session, open_session, on_retry=metrics.record_db_retry)
     metrics.LOGINS.labels(outcome="success").inc()
-    return _issue_pair(tokens, str(user.pubid), response)
+    return _issue_pair(
+        tokens, response, subject=user.pubid, session_id=session_id, refresh_id=refresh_id
+    )
 
 
 @router.post("/refresh", response_model=TokenPair, responses=responses(401, 422, 503))
@@ -61,10 +102,48 @@ async def refresh(
     tokens: TokensDep,
     response: Response,
 ) -> TokenPair:
+    if not refresh_token:
+        raise unauthorized(BAD_REFRESH)
     try:
-        pubid = uuid.UUID(tokens.subject_of(refresh_token, "refresh"))
-    except (InvalidTokenError, ValueError):
-        raise unauthorized("Invalid or expired refresh token") from None
-    if await users.get_user(session, pubid=pubid) is None:
-        raise unauthorized("Invalid or expired refresh token")
-    return _issue_pair(tokens, str(pubid), response)
+        claims = tokens.claims_of(refresh_token, "refresh")
+    except InvalidTokenError:
+        raise unauthorized(BAD_REFRESH) from None
+    presented = claims.token_id
+    assert presented is not None  # claims_of requires it of a refresh token
+    replacement = uuid.uuid4()
+    outcome = await commit_with_retry(
+        session,
+        lambda: sessions.rotate_refresh(
+            session,
+            user_pubid=claims.subject,
+            session_id=claims.session_id,
+            presented=presented,
+            replacement=replacement,
+            ttl_seconds=tokens.refresh_ttl_seconds,
+        ),
+        on_retry=metrics.record_db_retry,
+    )
+    if outcome == "reuse_detected":
+        metrics.SESSIONS_ENDED.labels(reason="refresh_reuse").inc()
+    if outcome != "rotated":
+        raise unauthorized(BAD_REFRESH)
+    return _issue_pair(
+        tokens,
+        response,
+        subject=claims.subject,
+        session_id=claims.session_id,
+        refresh_id=replacement,
+    )
+
+
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=responses(401, 503))
+async def logout(current: CurrentUser, claims: TokenClaimsDep, session: SessionDep) -> None:
+    """End the session of this access token: its access and refresh tokens stop working on
+    every worker and instance from the next request on. Other sessions are untouched."""
+    ended = await commit_with_retry(
+        session,
+        lambda: sessions.end_session(session, user_id=current.id, session_id=claims.session_id),
+        on_retry=metrics.record_db_retry,
+    )
+    if ended:
+        metrics.SESSIONS_ENDED.labels(reason="logout").inc()

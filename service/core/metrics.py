@@ -83,6 +83,24 @@ PASSWORD_HASH_DURATION = Histogram(
     ["operation"],
     buckets=HASH_BUCKETS,
 )
+HASH_ADMISSIONS = Counter(
+    "password_hash_admissions",
+    "Requests that asked for a hashing slot: admitted, or rejected with 503",
+    ["outcome"],
+)
+HASH_ADMISSION_WAIT = Histogram(
+    "password_hash_admission_wait_seconds",
+    "Time waiting for a hashing slot (admitted or not)",
+    buckets=(*DB_BUCKETS[:-1], 2.0, 5.0),
+)
+LOGINS_THROTTLED = Counter(
+    "auth_logins_throttled",
+    "Login and password-change attempts refused with 429, by the limit that refused them",
+    ["limit"],
+)
+SESSIONS_ENDED = Counter(
+    "auth_sessions_ended", "Sessions ended before they expired, by reason", ["reason"]
+)
 BUILD_INFO = Gauge(
     "service_build_info",
     "Version information; always 1",

@@ -13,7 +13,11 @@ _DESCRIPTIONS = {
     409: "Conflicts with existing data",
     413: "Request body too large",
     422: "The request is malformed or fails validation",
-    503: "Database unavailable, pool exhausted or conflict retries exhausted; see Retry-After",
+    429: "Too many failed login attempts; see Retry-After",
+    503: (
+        "Database unavailable, pool exhausted, conflict retries exhausted or password "
+        "hashing saturated; see Retry-After"
+    ),
 }
 
 

@@ -47,6 +47,22 @@ class Settings(BaseSettings):
     refresh_token_ttl_seconds: int = Field(default=14 * 86_400, ge=60, le=90 * 86_400)
 
     bcrypt_rounds: int = Field(default=12, ge=4, le=16)
+    # Hash admission, per worker: bcrypt is CPU, so bound it and shed the excess fast.
+    hash_concurrency: int = Field(default=1, ge=1, le=64)
+    hash_queue_timeout_seconds: float = Field(default=1.0, ge=0, le=30)
+    hash_thread_nice: int = Field(
+        default=10, ge=0, le=19, description="Niceness added to the hashing threads (Linux)."
+    )
+
+    # Login throttling, counted in PostgreSQL (shared by every worker and instance).
+    login_throttle_window_seconds: int = Field(default=900, ge=1, le=86_400)
+    login_failures_per_user_address: int = Field(default=10, ge=1)
+    login_failures_per_user: int = Field(default=100, ge=1)
+    login_failures_per_address: int = Field(default=100, ge=1)
+
+    # Expired and ended sessions and old throttling windows are deleted in the background.
+    session_cleanup_interval_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    session_cleanup_batch: int = Field(default=1000, ge=1, le=100_000)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
     worker_id_header: bool = True

@@ -2,16 +2,32 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Request, status
 
-from service.auth.dependencies import CurrentUser, HasherDep, Principal
+from service.auth import sessions, throttle
+from service.auth.dependencies import (
+    CurrentUser,
+    DatabaseDep,
+    HasherDep,
+    Principal,
+    ThrottleLimitsDep,
+    client_address,
+    too_many_attempts,
+)
 from service.core import metrics
 from service.core.db import SessionDep, commit_with_retry
 from service.core.openapi import responses
 from service.core.schemas import Limit, Offset, PubId, QueryFlag
 from service.items.schemas import ItemOut
 from service.users import service
-from service.users.schemas import UserCreate, UserOut, UsersPage, UserUpdate, UserWithItems
+from service.users.schemas import (
+    PasswordChange,
+    UserCreate,
+    UserOut,
+    UsersPage,
+    UserUpdate,
+    UserWithItems,
+)
 
 router = APIRouter(prefix="/users", tags=["users"])
 
@@ -28,7 +44,8 @@ def _require_self(current: Principal, pubid: uuid.UUID) -> None:
     responses=responses(409, 413, 422, 503),
 )
 async def create_user(body: UserCreate, session: SessionDep, hasher: HasherDep) -> UserOut:
-    password_hash = await hasher.hash(body.password)
+    async with hasher.admitted():  # 503 at once when this worker's hashing is saturated
+        password_hash = await hasher.hash(body.password)
     try:
         user = await commit_with_retry(
             session,
@@ -104,3 +121,46 @@ async def delete_user(pubid: PubId, session: SessionDep, current: CurrentUser) -
     )
     if not deleted:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "User not found")
+
+
+@router.put(
+    "/{pubid}/password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=responses(401, 403, 413, 422, 429, 503),
+)
+async def change_password(
+    *,
+    pubid: uuid.UUID,
+    body: PasswordChange,
+    request: Request,
+    session: SessionDep,
+    current: CurrentUser,
+    database: DatabaseDep,
+    hasher: HasherDep,
+    limits: ThrottleLimitsDep,
+) -> None:
+    """A wrong current password counts as a failed login (a stolen access token must not
+    become an unthrottled password oracle). Success ends every session of the user."""
+    _require_self(current, pubid)
+    await session.commit()  # end the caller lookup's transaction: no connection held below
+    async with hasher.admitted():
+        async with database.read_sessionmaker() as quick:  # autocommit, as in login
+            reserved = await throttle.reserve(
+                quick, username=current.name, address=client_address(request), limits=limits
+            )
+            if isinstance(reserved, throttle.Throttled):
+                raise too_many_attempts(reserved)
+            stored_hash = await service.password_hash_of(quick, user_id=current.id)
+        if not await hasher.verify(body.current_password, stored_hash):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "Current password is incorrect")
+        new_hash = await hasher.hash(body.new_password)
+
+    async def replace_password() -> int:
+        await throttle.give_back(session, reservation=reserved)
+        await service.set_password_hash(session, user_id=current.id, password_hash=new_hash)
+        return await sessions.end_user_sessions(
+            session, user_id=current.id, reason="password_change"
+        )
+
+    ended = await commit_with_retry(session, replace_password, on_retry=metrics.record_db_retry)
+    metrics.SESSIONS_ENDED.labels(reason="password_change").inc(ended)

@@ -68,6 +68,18 @@ class UserUpdate(BaseModel):
     fullname: FullName | None
 
 
+class PasswordChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Checked against the stored hash only: no format rule may tell a guesser anything.
+    current_password: Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=PASSWORD_MAX_LENGTH),
+        AfterValidator(reject_unstorable_text),
+    ]
+    new_password: Password
+
+
 class UserOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 

@@ -79,3 +79,18 @@ async def delete_user(session: AsyncSession, *, pubid: uuid.UUID) -> bool:
     """Items go with the user through the foreign key's ON DELETE CASCADE."""
     deleted = await session.scalar(delete(User).where(User.pubid == pubid).returning(User.id))
     return deleted is not None
+
+
+async def password_hash_of(session: AsyncSession, *, user_id: int) -> str | None:
+    result: str | None = await session.scalar(select(User.password_hash).where(User.id == user_id))
+    return result
+
+
+async def set_password_hash(session: AsyncSession, *, user_id: int, password_hash: str) -> bool:
+    updated = await session.scalar(
+        update(User)
+        .where(User.id == user_id)
+        .values(password_hash=password_hash)
+        .returning(User.id)
+    )
+    return updated is not None

@@ -30,7 +30,9 @@ async def _served_by(base_url: str, worker_pid: str, attempts: int = 300) -> boo
 
 async def test_sigterm_lets_in_flight_requests_finish_then_exits_0(database_url: str) -> None:
     # Cost-14 bcrypt makes each sign-up a naturally slow request (about a second here).
-    with run_gunicorn(database_url, workers=2, env={"BCRYPT_ROUNDS": "14"}) as server:
+    # Two hashing slots per worker and a long queue: all four run, none is shed with 503.
+    env = {"BCRYPT_ROUNDS": "14", "HASH_CONCURRENCY": "2", "HASH_QUEUE_TIMEOUT_SECONDS": "30"}
+    with run_gunicorn(database_url, workers=2, env=env) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
             names = [unique_name() for _ in range(4)]
             in_flight = [

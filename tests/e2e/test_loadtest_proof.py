@@ -115,6 +115,21 @@ def test_metrics_text_is_parsed_per_route_and_per_worker() -> None:
     assert snapshot.live_slots == ["0", "1"]
 
 
+def test_throttled_logins_reconcile_with_the_server_counter() -> None:
+    ledger = Ledger()
+    ledger.add({"e": "process", "requests": {}, "worker_pids": {}, "throttled_logins": 3})
+    ledger.add({"e": "process", "requests": {}, "worker_pids": {}, "throttled_logins": 2})
+    before = metrics.parse('auth_logins_throttled_total{limit="user_address"} 4.0\n')
+    after = metrics.parse(
+        'auth_logins_throttled_total{limit="user_address"} 8.0\n'
+        'auth_logins_throttled_total{limit="address"} 1.0\n'
+    )
+    check = reconcile.throttled_logins(ledger, after, before)
+    assert check.passed, check.detail
+    ledger.throttled_logins += 1
+    assert not reconcile.throttled_logins(ledger, after, before).passed
+
+
 # -- the proof, for real ------------------------------------------------------------------
 @pytest.mark.gunicorn
 def test_proof_with_four_workers_reconciles_every_scenario(
@@ -128,7 +143,8 @@ def test_proof_with_four_workers_reconciles_every_scenario(
     assert code == 0, output[-4000:]
     assert summary["passed"], output[-4000:]
     checks = checks_by_number(summary)
-    for number in ("1.", "2.", "3a.", "3b.", "3c.", "3d.", "3e.", "3f.", "4a.", "4b.", "5.", "6."):
+    for number in ("1.", "2.", "3a.", "3b.", "3c.", "3d.", "3e.", "3f.", "4a.", "4b.", "4c.",
+                   "5.", "6."):  # fmt: skip
         assert checks[number]["passed"] is True, checks[number]
     # Not vacuous: every route was exercised, every worker served, every kind of write happened.
     assert {(row["method"], row["route"]) for row in summary["routes"]} >= API_ROUTES
@@ -136,6 +152,7 @@ def test_proof_with_four_workers_reconciles_every_scenario(
     assert len(summary["workers"]) == 4
     assert all(row["requests"] > 0 for row in summary["workers"])
     assert all(count > 0 for count in summary["created"].values()), summary["created"]
+    assert int(checks["4c."]["detail"].split()[1].rstrip(",")) > 0  # the abuse user was throttled
     assert set(summary["gates"]["figures"]["scenarios"]) == set(gates.SCENARIOS)
     run_dir = next(tmp_path.glob("proof-*"))
     for name in ("report.md", "locust.html", "locust_stats.csv", "requests_per_worker.png",

@@ -59,10 +59,11 @@ async def test_token_types_are_not_interchangeable(client: httpx.AsyncClient) ->
     assert as_refresh.status_code == 401
 
 
-def _claims(sub: str, **overrides: object) -> dict[str, object]:
+def _claims(sub: str | None, sid: str = "", **overrides: object) -> dict[str, object]:
     now = int(time.time())
     claims: dict[str, object] = {
         "sub": sub,
+        "sid": sid,
         "type": "access",
         "aud": "service-api",
         "iss": "service",
@@ -85,47 +86,65 @@ def _unsigned(claims: dict[str, object]) -> str:
 @pytest.mark.parametrize(
     "forge",
     [
-        pytest.param(lambda sub: _unsigned(_claims(sub)), id="alg-none"),
+        pytest.param(lambda sub, sid: _unsigned(_claims(sub, sid)), id="alg-none"),
         pytest.param(
-            lambda sub: jwt.encode(_claims(sub), "not-the-key-" * 4, "HS256"), id="wrong-key"
+            lambda sub, sid: jwt.encode(_claims(sub, sid), "not-the-key-" * 4, "HS256"),
+            id="wrong-key",
         ),
-        pytest.param(lambda sub: jwt.encode(_claims(sub), DEV_JWT_SECRET, "HS512"), id="wrong-alg"),
         pytest.param(
-            lambda sub: jwt.encode(_claims(sub, exp=int(time.time()) - 5), DEV_JWT_SECRET),
+            lambda sub, sid: jwt.encode(_claims(sub, sid), DEV_JWT_SECRET, "HS512"), id="wrong-alg"
+        ),
+        pytest.param(
+            lambda sub, sid: jwt.encode(
+                _claims(sub, sid, exp=int(time.time()) - 5), DEV_JWT_SECRET
+            ),
             id="expired",
         ),
         pytest.param(
-            lambda sub: jwt.encode(_claims(sub, nbf=int(time.time()) + 600), DEV_JWT_SECRET),
+            lambda sub, sid: jwt.encode(
+                _claims(sub, sid, nbf=int(time.time()) + 600), DEV_JWT_SECRET
+            ),
             id="not-yet-valid",
         ),
         pytest.param(
-            lambda sub: jwt.encode(_claims(sub, aud="another-api"), DEV_JWT_SECRET),
+            lambda sub, sid: jwt.encode(_claims(sub, sid, aud="another-api"), DEV_JWT_SECRET),
             id="wrong-audience",
         ),
         pytest.param(
-            lambda sub: jwt.encode(_claims(sub, iss="someone-else"), DEV_JWT_SECRET),
+            lambda sub, sid: jwt.encode(_claims(sub, sid, iss="someone-else"), DEV_JWT_SECRET),
             id="wrong-issuer",
         ),
-        pytest.param(lambda sub: jwt.encode(_claims(None), DEV_JWT_SECRET), id="missing-sub"),  # type: ignore[arg-type]
         pytest.param(
-            lambda sub: jwt.encode(_claims(str(uuid.uuid4())), DEV_JWT_SECRET), id="unknown-sub"
+            lambda sub, sid: jwt.encode(_claims(None, sid), DEV_JWT_SECRET), id="missing-sub"
         ),
         pytest.param(
-            lambda sub: jwt.encode(_claims(sub, type="refresh"), DEV_JWT_SECRET),
+            lambda sub, sid: jwt.encode(_claims(str(uuid.uuid4()), sid), DEV_JWT_SECRET),
+            id="unknown-sub",
+        ),
+        pytest.param(
+            lambda sub, sid: jwt.encode(_claims(sub, sid, type="refresh"), DEV_JWT_SECRET),
             id="refresh-as-access",
         ),
-        pytest.param(lambda sub: "garbage", id="garbage"),
+        pytest.param(
+            lambda sub, sid: jwt.encode(_claims(sub, str(uuid.uuid4())), DEV_JWT_SECRET),
+            id="unknown-session",
+        ),
+        pytest.param(
+            lambda sub, sid: jwt.encode(_claims(sub, ""), DEV_JWT_SECRET), id="no-session"
+        ),
+        pytest.param(lambda sub, sid: "garbage", id="garbage"),
     ],
 )
 async def test_forged_tokens_are_rejected(client: httpx.AsyncClient, forge: object) -> None:
     account = await signup(client)
     assert callable(forge)
+    sid = jwt.decode(account.access_token, options={"verify_signature": False})["sid"]
     # Control: the same claims, correctly signed, are accepted.
-    genuine = jwt.encode(_claims(account.pubid), DEV_JWT_SECRET, "HS256")
+    genuine = jwt.encode(_claims(account.pubid, sid), DEV_JWT_SECRET, "HS256")
     ok = await client.get("/items", headers={"Authorization": f"Bearer {genuine}"})
     assert ok.status_code == 200
     response = await client.get(
-        "/items", headers={"Authorization": f"Bearer {forge(account.pubid)}"}
+        "/items", headers={"Authorization": f"Bearer {forge(account.pubid, sid)}"}
     )
     assert response.status_code == 401
     assert response.json()["detail"] == "Invalid or expired token"

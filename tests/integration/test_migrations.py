@@ -21,7 +21,9 @@ def test_upgrade_check_downgrade_upgrade(postgres_server_url: str) -> None:
     with fresh_database(postgres_server_url, migrate=False) as url:
         config = alembic_config(url)
         command.upgrade(config, "head")
-        assert {"users", "items", "alembic_version"} <= asyncio.run(_tables(url))
+        assert {"users", "items", "auth_sessions", "login_failures", "alembic_version"} <= (
+            asyncio.run(_tables(url))
+        )
         command.check(config)  # raises if the models drifted from the revisions
         command.downgrade(config, "base")
         assert asyncio.run(_tables(url)) == {"alembic_version"}

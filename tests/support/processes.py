@@ -21,6 +21,8 @@ from service.dev.processes import children_of
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 GUNICORN = str(Path(sys.executable).parent / "gunicorn")
+TEST_FAILURES_PER_ADDRESS = 1_000_000
+TEST_HASH_QUEUE_TIMEOUT_SECONDS = 15.0
 _STARTUP_COMPLETE = re.compile(r"\[(\d+)\] \[INFO\] uvicorn\.error: Application startup complete")
 
 
@@ -110,6 +112,14 @@ def gunicorn_env(
         LOG_LEVEL="info",
         ACCESS_LOG="false",
         PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+        # Every test client shares loopback, and a test session shares one database: the
+        # per-address login limit would be a limit on the whole suite. Tests of that limit
+        # set it back (tests/e2e/test_throttle_processes.py).
+        LOGIN_FAILURES_PER_ADDRESS=str(TEST_FAILURES_PER_ADDRESS),
+        # Bursts of concurrent sign-ups (50 at once in the name race) must not be shed on a
+        # busy machine: admission control is tested at its defaults on its own
+        # (tests/e2e/test_hash_admission.py, tests/unit/test_security.py).
+        HASH_QUEUE_TIMEOUT_SECONDS=str(TEST_HASH_QUEUE_TIMEOUT_SECONDS),
     )
     env.update(overrides)
     return env
