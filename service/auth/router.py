@@ -1,15 +1,15 @@
 from __future__ import annotations
 
-import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Response
 from fastapi.security import OAuth2PasswordRequestForm
 
+from service.auth.caller import CALLER, Claims
 from service.auth.dependencies import HasherDep, TokensDep, unauthorized
 from service.auth.schemas import TokenPair
 from service.core import metrics
-from service.core.db import SessionDep
+from service.core.connection import DatabaseDep, DbDep
 from service.core.openapi import responses
 from service.core.schemas import reject_unstorable_text
 from service.core.security import InvalidTokenError, TokenService
@@ -19,6 +19,8 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 
 # One message for unknown user and wrong password: the answer must not tell them apart.
 BAD_CREDENTIALS = "Incorrect username or password"
+INVALID_REFRESH = "Invalid or expired refresh token"
+_CALLER_EXISTS = CALLER.select()
 
 
 def _issue_pair(tokens: TokenService, subject: str, response: Response) -> TokenPair:
@@ -32,7 +34,7 @@ def _issue_pair(tokens: TokenService, subject: str, response: Response) -> Token
 @router.post("/token", response_model=TokenPair, responses=responses(401, 422, 503))
 async def login(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
-    session: SessionDep,
+    database: DatabaseDep,
     hasher: HasherDep,
     tokens: TokensDep,
     response: Response,
@@ -41,10 +43,12 @@ async def login(
         name = reject_unstorable_text(form.username)
     except ValueError:
         name = None  # cannot be stored, so no such user; still pay for a verify below
-    user = await users.get_user_by_name(session, name=name) if name else None
-    # Give the pooled connection back before bcrypt's ~0.25 s: a login must not hold a
-    # connection that other requests are waiting for. (The user stays loaded, detached.)
-    await session.close()
+    user = None
+    if name:
+        # The connection goes back before bcrypt's ~0.25 s: a login must not hold one
+        # that other requests are waiting for.
+        async with database.connect(read_only=True) as connection:
+            user = await users.get_login(connection, name=name)
     password_ok = await hasher.verify(form.password, user.password_hash if user else None)
     if user is None or not password_ok:
         metrics.LOGINS.labels(outcome="unknown_user" if user is None else "bad_password").inc()
@@ -56,14 +60,14 @@ async def login(
 @router.post("/refresh", response_model=TokenPair, responses=responses(401, 422, 503))
 async def refresh(
     refresh_token: Annotated[str, Form(max_length=4096)],
-    session: SessionDep,
+    db: DbDep,
     tokens: TokensDep,
     response: Response,
 ) -> TokenPair:
     try:
-        pubid = uuid.UUID(tokens.subject_of(refresh_token, "refresh"))
+        claims = Claims.from_token(tokens.claims_of(refresh_token, "refresh"))
     except (InvalidTokenError, ValueError):
-        raise unauthorized("Invalid or expired refresh token") from None
-    if await users.get_user(session, pubid=pubid) is None:
-        raise unauthorized("Invalid or expired refresh token")
-    return _issue_pair(tokens, str(pubid), response)
+        raise unauthorized(INVALID_REFRESH) from None
+    if (await db.connection.execute(_CALLER_EXISTS, claims.bind())).first() is None:
+        raise unauthorized(INVALID_REFRESH)
+    return _issue_pair(tokens, str(claims.user_pubid), response)

@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import bcrypt
 import jwt
@@ -95,9 +95,10 @@ class TokenService:
         }
         return jwt.encode(claims, self.secret, algorithm=JWT_ALGORITHM)
 
-    def subject_of(self, token: str, expected_type: TokenType) -> str:
+    def claims_of(self, token: str, expected_type: TokenType) -> dict[str, Any]:
+        """The verified claims of a token of the expected type, with a non-empty subject."""
         try:
-            claims = jwt.decode(
+            claims: dict[str, Any] = jwt.decode(
                 token,
                 self.secret,
                 algorithms=[JWT_ALGORITHM],
@@ -112,4 +113,8 @@ class TokenService:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise InvalidTokenError("token has no subject")
+        return claims
+
+    def subject_of(self, token: str, expected_type: TokenType) -> str:
+        subject: str = self.claims_of(token, expected_type)["sub"]
         return subject

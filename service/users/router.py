@@ -1,23 +1,28 @@
+"""User routes. Each returns database rows as they are: FastAPI validates them into the
+response model once, and serializes it."""
+
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, status
 
-from service.auth.dependencies import CurrentUser, HasherDep, Principal
+from service.auth.dependencies import Caller, CallerDep, HasherDep
 from service.core import metrics
-from service.core.db import SessionDep, commit_with_retry
+from service.core.connection import DatabaseDep, DbDep
+from service.core.db import AnyRow, commit_with_retry
 from service.core.openapi import responses
 from service.core.schemas import Limit, Offset
-from service.items.schemas import ItemOut
 from service.users import service
 from service.users.schemas import UserCreate, UserOut, UsersPage, UserUpdate, UserWithItems
 
 router = APIRouter(prefix="/users", tags=["users"])
 
 
-def _require_self(current: Principal, pubid: uuid.UUID) -> None:
-    if current.pubid != pubid:
+async def _require_self(caller: Caller, pubid: uuid.UUID) -> None:
+    if caller.claims.user_pubid != pubid:
+        await caller.require_row()  # an unknown caller hears 401 first, as everywhere
         raise HTTPException(status.HTTP_403_FORBIDDEN, "You can only change your own account")
 
 
@@ -27,29 +32,30 @@ def _require_self(current: Principal, pubid: uuid.UUID) -> None:
     response_model=UserOut,
     responses=responses(409, 413, 422, 503),
 )
-async def create_user(body: UserCreate, session: SessionDep, hasher: HasherDep) -> UserOut:
+async def create_user(body: UserCreate, database: DatabaseDep, hasher: HasherDep) -> AnyRow:
+    # Hash first, then take a connection: bcrypt's ~0.25 s must not hold a pooled one.
     password_hash = await hasher.hash(body.password)
-    try:
-        user = await commit_with_retry(
-            session,
-            lambda: service.create_user(
-                session,
-                name=body.name,
-                password_hash=password_hash,
-                fullname=body.fullname,
-                initial_items=body.initial_items,
-            ),
-            on_retry=metrics.record_db_retry,
-        )
-    except service.NameTakenError:
-        raise HTTPException(status.HTTP_409_CONFLICT, "User name already taken") from None
-    return UserOut.model_validate(user)
+    async with database.connect(read_only=False) as connection:
+        try:
+            return await commit_with_retry(
+                connection,
+                lambda: service.create_user(
+                    connection,
+                    name=body.name,
+                    password_hash=password_hash,
+                    fullname=body.fullname,
+                    initial_items=body.initial_items,
+                ),
+                on_retry=metrics.record_db_retry,
+                attempts=database.retry_attempts,
+            )
+        except service.NameTakenError:
+            raise HTTPException(status.HTTP_409_CONFLICT, "User name already taken") from None
 
 
 @router.get("", response_model=UsersPage, responses=responses(422, 503))
-async def list_users(session: SessionDep, limit: Limit = 50, offset: Offset = 0) -> UsersPage:
-    found = await service.list_users(session, limit=limit, offset=offset)
-    return UsersPage(users=[UserOut.model_validate(user) for user in found])
+async def list_users(db: DbDep, limit: Limit = 50, offset: Offset = 0) -> dict[str, list[AnyRow]]:
+    return {"users": await service.list_users(db.connection, limit=limit, offset=offset)}
 
 
 @router.get(
@@ -59,35 +65,24 @@ async def list_users(session: SessionDep, limit: Limit = 50, offset: Offset = 0)
     responses=responses(404, 422, 503),
 )
 async def get_user(
-    pubid: uuid.UUID, session: SessionDep, incl_items: bool = False
-) -> UserWithItems:
-    user = await service.get_user(session, pubid=pubid, with_items=incl_items)
+    pubid: uuid.UUID, db: DbDep, incl_items: bool = False
+) -> AnyRow | dict[str, Any]:
+    user = (
+        await service.get_user_with_items(db.connection, pubid=pubid)
+        if incl_items
+        else await service.get_user(db.connection, pubid=pubid)
+    )
     if user is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "User not found")
-    items = (
-        [
-            ItemOut(pubid=item.pubid, name=item.name, added=item.added, user_pubid=user.pubid)
-            for item in user.items
-        ]
-        if incl_items
-        else None
-    )
-    return UserWithItems(pubid=user.pubid, name=user.name, fullname=user.fullname, items=items)
+    return user
 
 
 @router.put("/{pubid}", response_model=UserOut, responses=responses(401, 403, 404, 413, 422, 503))
-async def update_user(
-    pubid: uuid.UUID, body: UserUpdate, session: SessionDep, current: CurrentUser
-) -> UserOut:
-    _require_self(current, pubid)
-    updated = await commit_with_retry(
-        session,
-        lambda: service.update_fullname(session, pubid=pubid, fullname=body.fullname),
-        on_retry=metrics.record_db_retry,
+async def update_user(pubid: uuid.UUID, body: UserUpdate, caller: CallerDep) -> AnyRow:
+    await _require_self(caller, pubid)
+    return await caller.commit_with_retry(
+        lambda: service.update_own_fullname(caller, fullname=body.fullname)
     )
-    if updated is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "User not found")
-    return UserOut.model_validate(updated)
 
 
 @router.delete(
@@ -95,12 +90,6 @@ async def update_user(
     status_code=status.HTTP_204_NO_CONTENT,
     responses=responses(401, 403, 404, 422, 503),
 )
-async def delete_user(pubid: uuid.UUID, session: SessionDep, current: CurrentUser) -> None:
-    _require_self(current, pubid)
-    deleted = await commit_with_retry(
-        session,
-        lambda: service.delete_user(session, pubid=pubid),
-        on_retry=metrics.record_db_retry,
-    )
-    if not deleted:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "User not found")
+async def delete_user(pubid: uuid.UUID, caller: CallerDep) -> None:
+    await _require_self(caller, pubid)
+    await caller.commit_with_retry(lambda: service.delete_self(caller))
