@@ -9,7 +9,7 @@ from service.auth.caller import CALLER, Claims
 from service.auth.dependencies import HasherDep, TokensDep, unauthorized
 from service.auth.schemas import TokenPair
 from service.core import metrics
-from service.core.connection import DatabaseDep, DbDep
+from service.core.connection import DatabaseDep
 from service.core.openapi import responses
 from service.core.schemas import reject_unstorable_text
 from service.core.security import InvalidTokenError, TokenService
@@ -60,7 +60,7 @@ async def login(
 @router.post("/refresh", response_model=TokenPair, responses=responses(401, 422, 503))
 async def refresh(
     refresh_token: Annotated[str, Form(max_length=4096)],
-    db: DbDep,
+    database: DatabaseDep,
     tokens: TokensDep,
     response: Response,
 ) -> TokenPair:
@@ -68,6 +68,9 @@ async def refresh(
         claims = Claims.from_token(tokens.claims_of(refresh_token, "refresh"))
     except (InvalidTokenError, ValueError):
         raise unauthorized(INVALID_REFRESH) from None
-    if (await db.connection.execute(_CALLER_EXISTS, claims.bind())).first() is None:
+    # A read, though the route is a POST: autocommit spares the BEGIN and ROLLBACK.
+    async with database.connect(read_only=True) as connection:
+        known = (await connection.execute(_CALLER_EXISTS, claims.bind())).first()
+    if known is None:
         raise unauthorized(INVALID_REFRESH)
     return _issue_pair(tokens, str(claims.user_pubid), response)
