@@ -171,7 +171,14 @@ class TargetBuilder:
             self._missing(name, requirement, f"{workload} on {top} and {bottom}")
             return
         value = a.rps / b.rps
-        measured = f"{value:.2f}x ({a.rps:.0f} / {b.rps:.0f} req/s)"
+        # Server CPU per request is the figure least moved by others' load on the machine.
+        cpu = (
+            f"; server CPU/req {b.server_cpu_ms_per_request / a.server_cpu_ms_per_request:.2f}x"
+            f" ({a.server_cpu_ms_per_request:.2f} vs {b.server_cpu_ms_per_request:.2f} ms)"
+            if a.server_cpu_ms_per_request
+            else ""
+        )
+        measured = f"{value:.2f}x ({a.rps:.0f} / {b.rps:.0f} req/s{cpu})"
         self.targets.append(
             Target(name, requirement, measured, value >= limit, _under(value, limit))
         )
