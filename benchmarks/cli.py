@@ -3,6 +3,7 @@
     python -m benchmarks.run                     # everything, 3 rounds of 10 s runs (~15 min)
     python -m benchmarks.run --rounds 1 --duration 3 --configs gunicorn,uvicorn-w2
     python -m benchmarks.run --report-only       # re-render RESULTS.md/PNG from results.json
+    python -m benchmarks.run --soak 10           # 10 min at ~80 % of max reads: SOAK.md
 
 Uses an embedded PostgreSQL in .pgdata/bench (a fresh `bench` database each run) unless
 DATABASE_URL is set. Needs wrk (apt-get install wrk). Writes benchmarks/results.json,
@@ -72,4 +73,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=BENCH_DIR, help="results directory")
     parser.add_argument("--keep-logs", action="store_true", help="keep server logs")
     parser.add_argument("--report-only", action="store_true", help="re-render from results.json")
+    parser.add_argument(
+        "--soak",
+        type=int,
+        default=0,
+        metavar="MINUTES",
+        help="instead of the rounds: config 1 at ~80%% of its max reads for MINUTES (SOAK.md)",
+    )
     return parser.parse_args(argv)

@@ -32,7 +32,24 @@ _UVICORN = [
     "--log-config",
     str(BENCH_DIR / "uvicorn_logging.json"),
 ]
-APP_WORKLOADS = ("read", "insert", "list", "signup")
+_GRANIAN = [
+    _PY,
+    "-m",
+    "granian",
+    "--interface",
+    "asgi",
+    "--factory",
+    "--host",
+    "127.0.0.1",
+    "--loop",
+    "uvloop",
+    "--no-access-log",
+    "--log-config",
+    str(BENCH_DIR / "uvicorn_logging.json"),
+]
+APP_WORKLOADS = ("read", "user", "insert", "list", "signup")
+# Read at other connection counts, for the scaling curve (50 is `read` itself).
+SCALING_WORKLOADS = ("c10", "c200", "c1000")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,12 +64,13 @@ class ServerConfig:
     port_flag: bool = False
     is_service: bool = True
     cwd: Path = PROJECT_ROOT
+    app_argument: tuple[str, ...] = ()  # after the port (granian takes the app last)
 
     def command(self, port: int) -> list[str]:
         command = list(self.base_command)
         if self.port_flag:
             command += ["--port", str(port)]
-        return command
+        return command + list(self.app_argument)
 
     def environment(self, port: int) -> dict[str, str]:
         return {"BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": str(self.workers), **self.env}
@@ -66,7 +84,7 @@ CONFIGS: dict[str, ServerConfig] = {
             label="1 gunicorn -c gunicorn.conf.py, 2 workers (this deployment)",
             workers=2,
             base_command=tuple(_GUNICORN),
-            workloads=("steady", *APP_WORKLOADS),
+            workloads=("steady", *APP_WORKLOADS, *SCALING_WORKLOADS),
         ),
         ServerConfig(
             key="uvicorn-w2",
@@ -82,6 +100,15 @@ CONFIGS: dict[str, ServerConfig] = {
             workers=2,
             base_command=(*_GUNICORN, "-k", "asgi"),
             workloads=APP_WORKLOADS,
+        ),
+        ServerConfig(
+            key="granian",
+            label="3g granian --interface asgi --workers 2",
+            workers=2,
+            base_command=(*_GRANIAN, "--workers", "2"),
+            workloads=APP_WORKLOADS,
+            port_flag=True,
+            app_argument=("service.app:create_app",),
         ),
         ServerConfig(
             key="uvicorn-1",
@@ -111,15 +138,22 @@ CONFIGS: dict[str, ServerConfig] = {
         ),
         ServerConfig(
             key="gunicorn-nometrics",
-            label="1m config 1 with METRICS_ENABLED=false",
+            label="1m config 1 with METRICS_ENABLED=false and ACCESS_LOG=false",
             workers=2,
             base_command=tuple(_GUNICORN),
             workloads=("read",),
-            env={"METRICS_ENABLED": "false"},
+            env={"METRICS_ENABLED": "false", "ACCESS_LOG": "false"},
+        ),
+        ServerConfig(
+            key="gunicorn-1w",
+            label="1x1 config 1 with 1 worker (scaling curve)",
+            workers=1,
+            base_command=tuple(_GUNICORN),
+            workloads=("read",),
         ),
         ServerConfig(
             key="gunicorn-4w",
-            label="1x4 config 1 with 4 workers (/metrics scrape, sign-up flood)",
+            label="1x4 config 1, 4 workers (scaling; /metrics scrape under load; sign-up flood)",
             workers=4,
             base_command=tuple(_GUNICORN),
             workloads=("read", "scrape", "flood"),
@@ -140,4 +174,5 @@ def candidate(name: str, source_tree: Path) -> ServerConfig:
         key=f"cand-{name}",
         label=f"candidate {name}: config 1 served from {tree}",
         cwd=tree,
+        workloads=("steady", *APP_WORKLOADS),
     )

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import plot, report
+from benchmarks import plot, report, scaling
 from benchmarks.common import say
 from benchmarks.configs import BASELINE, CONFIGS
 from benchmarks.harness import Harness
@@ -81,6 +81,7 @@ def publish(document: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     if document["summaries"]:
         plot.render(document, out / PLOT_NAME)
+        scaling.render(document, out / scaling.PLOT_NAME)
     report.write(document, out, PLOT_NAME)
     print(report.console_table(document))
     say(f"wrote {out / 'RESULTS.md'}, {out / 'results.json'}, {out / PLOT_NAME}")

@@ -25,6 +25,7 @@ _PER_SERVER_ENV = (
     "APP_MODULE",
     "FLOOR_MODE",
     "METRICS_ENABLED",
+    "ACCESS_LOG",
 )
 
 

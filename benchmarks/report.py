@@ -6,10 +6,23 @@ import json
 from pathlib import Path
 from typing import Any
 
+from benchmarks import scaling
 from benchmarks.common import BENCH_DIR
 
 ANALYSIS_FILE = BENCH_DIR / "ANALYSIS.md"
-_WORKLOAD_ORDER = ("read", "steady", "insert", "list", "signup", "scrape", "flood")
+_WORKLOAD_ORDER = (
+    "read",
+    "steady",
+    "user",
+    "insert",
+    "list",
+    "signup",
+    "scrape",
+    "flood",
+    "c10",
+    "c200",
+    "c1000",
+)
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -212,6 +225,15 @@ def markdown(document: dict[str, Any], plot_name: str) -> str:
         f"![req/s and p99 per configuration]({plot_name})",
         "",
     ]
+    curves = scaling.table(document)
+    if curves:
+        out += [
+            "## Scaling (config 1, one-row reads)",
+            "",
+            *curves,
+            f"![req/s and p99 against connections and workers]({scaling.PLOT_NAME})",
+            "",
+        ]
     if document["failures"]:
         out += ["## Failures during the run", "", *[f"- {f}" for f in document["failures"]], ""]
     if ANALYSIS_FILE.exists():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import sys
 import tempfile
@@ -10,6 +11,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from benchmarks import soak
 from benchmarks.cli import parse_args
 from benchmarks.common import say
 from benchmarks.database import BenchDatabase
@@ -41,6 +43,15 @@ def main(argv: list[str] | None = None) -> int:
         machine = describe(wrk_version=wrk, postgres_version=database.server_version)
         harness = Harness(args, database, work_dir)
         harness.seed()
+        if args.soak:
+            command = "python -m benchmarks.run " + shlex.join(
+                sys.argv[1:] if argv is None else argv
+            )
+            result = soak.soak(harness, args.soak)
+            args.out.mkdir(parents=True, exist_ok=True)
+            soak.write(result, args.out, command.strip())
+            shutil.rmtree(work_dir, ignore_errors=True)
+            return 0 if all(v["met"] for v in result["verdicts"]) else 1
         run_started = time.monotonic()
         harness.run()
         say(f"all rounds done in {(time.monotonic() - run_started) / 60:.1f} min")

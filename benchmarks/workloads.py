@@ -25,6 +25,7 @@ class Workload:
     title: str
     script: str
     path: str = "/"
+    connections: int | None = None  # None: the run's --connections
 
 
 WORKLOADS: dict[str, Workload] = {
@@ -34,11 +35,15 @@ WORKLOADS: dict[str, Workload] = {
             "steady", "steady one-row reads from a cold start (pool fill included)", "read.lua"
         ),
         Workload("read", "one-row read GET /items/{pubid}", "read.lua"),
+        Workload("user", "unauthenticated one-row read GET /users/{pubid}", "user.lua"),
         Workload("insert", "insert POST /items", "insert.lua"),
         Workload("list", "list GET /users?limit=50", "list.lua", "/users?limit=50"),
         Workload("signup", "one-row reads during a sign-up storm (bcrypt 12)", "read.lua"),
         Workload("scrape", "one-row reads while /metrics is scraped", "read.lua"),
         Workload("flood", "one-row reads during a 48-client sign-up flood (bcrypt 12)", "read.lua"),
+        Workload("c10", "one-row reads, 10 connections", "read.lua", connections=10),
+        Workload("c200", "one-row reads, 200 connections", "read.lua", connections=200),
+        Workload("c1000", "one-row reads, 1000 connections", "read.lua", connections=1000),
     )
 }
 # Issue 13's acceptance load: 48 sign-up clients against 4 workers (config gunicorn-4w).
@@ -145,7 +150,7 @@ def run_workload(
     main = WrkProcess(
         url,
         workload.script,
-        connections=options.connections,
+        connections=workload.connections or options.connections,
         duration_s=duration,
         script_args=[str(data_file)],
     )

@@ -19,16 +19,18 @@ async def clean_once(database: Database, *, batch: int, window_seconds: int) -> 
     transaction; a full batch means there may be more, so it goes on."""
     deleted_sessions = deleted_counters = 0
     while True:
-        async with database.sessionmaker() as session, session.begin():
-            removed = await sessions.delete_finished(session, batch=batch)
+        async with database.connect(read_only=False) as connection:
+            removed = await sessions.delete_finished(connection, batch=batch)
+            await connection.commit()
         deleted_sessions += removed
         if removed < batch:
             break
     while True:
-        async with database.sessionmaker() as session, session.begin():
+        async with database.connect(read_only=False) as connection:
             removed = await throttle.delete_old_windows(
-                session, window_seconds=window_seconds, batch=batch
+                connection, window_seconds=window_seconds, batch=batch
             )
+            await connection.commit()
         deleted_counters += removed
         if removed < batch:
             break

@@ -4,8 +4,20 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, Text, Uuid, func, text
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Table,
+    Text,
+    Uuid,
+    func,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.core.models import Base
@@ -41,3 +53,8 @@ class LoginFailures(Base):
         DateTime(timezone=True), primary_key=True, index=True
     )
     failures: Mapped[int] = mapped_column(Integer)
+
+
+# The tables themselves, for Core statements (no ORM layer on the request path).
+auth_sessions_table = cast(Table, AuthSession.__table__)
+login_failures_table = cast(Table, LoginFailures.__table__)

@@ -7,11 +7,9 @@ from fastapi import APIRouter, Depends, Form, Request, Response, status
 
 from service.auth import sessions, throttle
 from service.auth.dependencies import (
-    CurrentUser,
-    DatabaseDep,
+    CallerDep,
     HasherDep,
     ThrottleLimitsDep,
-    TokenClaimsDep,
     TokensDep,
     client_address,
     too_many_attempts,
@@ -19,7 +17,8 @@ from service.auth.dependencies import (
 )
 from service.auth.schemas import LoginForm, TokenPair
 from service.core import metrics
-from service.core.db import SessionDep, commit_with_retry
+from service.core.connection import DatabaseDep, DbDep
+from service.core.db import commit_with_retry
 from service.core.openapi import responses
 from service.core.schemas import reject_unstorable_text
 from service.core.security import InvalidTokenError, TokenService
@@ -52,7 +51,6 @@ async def login(
     *,
     request: Request,
     form: Annotated[LoginForm, Depends()],
-    session: SessionDep,
     database: DatabaseDep,
     hasher: HasherDep,
     tokens: TokensDep,
@@ -66,13 +64,13 @@ async def login(
             name = None  # cannot be stored, so no such user; still counted and verified
         # Autocommit: the count's row locks end with its statement. The connection goes
         # back to the pool before bcrypt's ~0.25 s, which must not hold one.
-        async with database.read_sessionmaker() as quick:
+        async with database.connect(read_only=True) as connection:
             reserved = await throttle.reserve(
-                quick, username=form.username, address=client_address(request), limits=limits
+                connection, username=form.username, address=client_address(request), limits=limits
             )
             if isinstance(reserved, throttle.Throttled):
                 raise too_many_attempts(reserved)
-            user = await users.get_user_by_name(quick, name=name) if name else None
+            user = await users.get_login(connection, name=name) if name else None
         password_ok = await hasher.verify(form.password, user.password_hash if user else None)
     if user is None or not password_ok:
         metrics.LOGINS.labels(outcome="unknown_user" if user is None else "bad_password").inc()
@@ -80,13 +78,23 @@ async def login(
 
     refresh_id = uuid.uuid4()
 
-    async def open_session() -> uuid.UUID:
-        await throttle.give_back(session, reservation=reserved)
-        return await sessions.create_session(
-            session, user_id=user.id, refresh_id=refresh_id, ttl_seconds=tokens.refresh_ttl_seconds
-        )
+    async with database.connect(read_only=False) as connection:
 
-    session_id = await commit_with_retry(session, open_session, on_retry=metrics.record_db_retry)
+        async def open_session() -> uuid.UUID:
+            await throttle.give_back(connection, reservation=reserved)
+            return await sessions.create_session(
+                connection,
+                user_id=user.id,
+                refresh_id=refresh_id,
+                ttl_seconds=tokens.refresh_ttl_seconds,
+            )
+
+        session_id = await commit_with_retry(
+            connection,
+            open_session,
+            on_retry=metrics.record_db_retry,
+            attempts=database.retry_attempts,
+        )
     metrics.LOGINS.labels(outcome="success").inc()
     return _issue_pair(
         tokens, response, subject=user.pubid, session_id=session_id, refresh_id=refresh_id
@@ -98,7 +106,7 @@ async def refresh(
     *,
     # FastAPI reads an empty form field as a missing one; both are an invalid token (401).
     refresh_token: Annotated[str, Form(max_length=4096)] = "",
-    session: SessionDep,
+    db: DbDep,
     tokens: TokensDep,
     response: Response,
 ) -> TokenPair:
@@ -111,17 +119,15 @@ async def refresh(
     presented = claims.token_id
     assert presented is not None  # claims_of requires it of a refresh token
     replacement = uuid.uuid4()
-    outcome = await commit_with_retry(
-        session,
+    outcome = await db.commit_with_retry(
         lambda: sessions.rotate_refresh(
-            session,
+            db.connection,
             user_pubid=claims.subject,
             session_id=claims.session_id,
             presented=presented,
             replacement=replacement,
             ttl_seconds=tokens.refresh_ttl_seconds,
-        ),
-        on_retry=metrics.record_db_retry,
+        )
     )
     if outcome == "reuse_detected":
         metrics.SESSIONS_ENDED.labels(reason="refresh_reuse").inc()
@@ -137,13 +143,8 @@ async def refresh(
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=responses(401, 503))
-async def logout(current: CurrentUser, claims: TokenClaimsDep, session: SessionDep) -> None:
+async def logout(caller: CallerDep) -> None:
     """End the session of this access token: its access and refresh tokens stop working on
     every worker and instance from the next request on. Other sessions are untouched."""
-    ended = await commit_with_retry(
-        session,
-        lambda: sessions.end_session(session, user_id=current.id, session_id=claims.session_id),
-        on_retry=metrics.record_db_retry,
-    )
-    if ended:
-        metrics.SESSIONS_ENDED.labels(reason="logout").inc()
+    await caller.commit_with_retry(lambda: sessions.end_own_session(caller))
+    metrics.SESSIONS_ENDED.labels(reason="logout").inc()

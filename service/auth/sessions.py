@@ -1,5 +1,5 @@
 """Server-side sessions: created at login, rotated on refresh, ended by logout, by a
-reused refresh token or by a password change. Plain async functions, session first."""
+reused refresh token or by a password change. Plain async functions, connection first."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ import uuid
 from datetime import timedelta
 from typing import Literal
 
-from sqlalchemy import ColumnElement, and_, delete, exists, func, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Uuid, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.auth.caller import CALLER, CALLER_SESSION
+from service.auth.dependencies import Caller, known_caller
 from service.auth.models import AuthSession
+from service.auth.models import auth_sessions_table as auth_sessions
 from service.users.models import User
 
 # Ended sessions stay a while for inspection (who logged out, when, why) before cleanup.
@@ -19,22 +22,10 @@ EndReason = Literal["logout", "password_change", "refresh_reuse"]
 Rotation = Literal["rotated", "reuse_detected", "refused"]
 
 
-def live_session(session_id: uuid.UUID) -> ColumnElement[bool]:
-    """True for the row of `User` whose session `session_id` exists, has not ended and has
-    not expired. The one rule for "is this token's session alive", to fold into any
-    statement that selects the caller from `users`."""
-    return exists().where(
-        AuthSession.id == session_id,
-        AuthSession.user_id == User.id,
-        AuthSession.ended_at.is_(None),
-        AuthSession.expires_at > func.now(),
-    )
-
-
 async def create_session(
-    session: AsyncSession, *, user_id: int, refresh_id: uuid.UUID, ttl_seconds: int
+    connection: AsyncConnection, *, user_id: int, refresh_id: uuid.UUID, ttl_seconds: int
 ) -> uuid.UUID:
-    inserted = await session.execute(
+    inserted = await connection.execute(
         insert(AuthSession)
         .values(
             user_id=user_id,
@@ -48,7 +39,7 @@ async def create_session(
 
 
 async def rotate_refresh(
-    session: AsyncSession,
+    connection: AsyncConnection,
     *,
     user_pubid: uuid.UUID,
     session_id: uuid.UUID,
@@ -71,7 +62,7 @@ async def rotate_refresh(
         AuthSession.ended_at.is_(None),
         AuthSession.expires_at > func.now(),
     )
-    rotated = await session.scalar(
+    rotated = await connection.scalar(
         update(AuthSession)
         .where(alive, AuthSession.refresh_id == presented)
         .values(refresh_id=replacement, expires_at=func.now() + timedelta(seconds=ttl_seconds))
@@ -79,7 +70,7 @@ async def rotate_refresh(
     )
     if rotated is not None:
         return "rotated"
-    reused = await session.scalar(
+    reused = await connection.scalar(
         update(AuthSession)
         .where(alive, AuthSession.refresh_id != presented)
         .values(ended_at=func.now(), end_reason="refresh_reuse")
@@ -88,22 +79,25 @@ async def rotate_refresh(
     return "refused" if reused is None else "reuse_detected"
 
 
-async def end_session(session: AsyncSession, *, user_id: int, session_id: uuid.UUID) -> bool:
-    ended = await session.scalar(
-        update(AuthSession)
-        .where(
-            AuthSession.id == session_id,
-            AuthSession.user_id == user_id,
-            AuthSession.ended_at.is_(None),
-        )
-        .values(ended_at=func.now(), end_reason="logout")
-        .returning(AuthSession.id)
+# The caller's own session, in the statement that checks the caller: an ended or unknown
+# session has no caller row, so nothing is updated and the answer is 401.
+_END_OWN_SESSION = (
+    update(auth_sessions)
+    .where(
+        auth_sessions.c.id == bindparam(CALLER_SESSION, type_=Uuid()),
+        auth_sessions.c.user_id.in_(select(CALLER.c.id)),
     )
-    return ended is not None
+    .values(ended_at=func.now(), end_reason="logout")
+    .returning(auth_sessions.c.id)
+)
 
 
-async def end_user_sessions(session: AsyncSession, *, user_id: int, reason: EndReason) -> int:
-    ended = await session.scalars(
+async def end_own_session(caller: Caller) -> None:
+    known_caller((await caller.connection.execute(_END_OWN_SESSION, caller.bind())).first())
+
+
+async def end_user_sessions(connection: AsyncConnection, *, user_id: int, reason: EndReason) -> int:
+    ended = await connection.scalars(
         update(AuthSession)
         .where(AuthSession.user_id == user_id, AuthSession.ended_at.is_(None))
         .values(ended_at=func.now(), end_reason=reason)
@@ -112,7 +106,7 @@ async def end_user_sessions(session: AsyncSession, *, user_id: int, reason: EndR
     return len(ended.all())
 
 
-async def delete_finished(session: AsyncSession, *, batch: int) -> int:
+async def delete_finished(connection: AsyncConnection, *, batch: int) -> int:
     """Delete up to `batch` expired sessions, or ended ones past their retention. SKIP
     LOCKED: workers cleaning at the same time take different rows, and nothing waits on a
     row a request is updating."""
@@ -127,7 +121,7 @@ async def delete_finished(session: AsyncSession, *, batch: int) -> int:
         .limit(batch)
         .with_for_update(skip_locked=True)
     )
-    deleted = await session.scalars(
+    deleted = await connection.scalars(
         delete(AuthSession).where(AuthSession.id.in_(doomed)).returning(AuthSession.id)
     )
     return len(deleted.all())

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Tuple, delete, func, select, text, tuple_, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth.models import LoginFailures
 from service.core.schemas import reject_unstorable_text
@@ -76,10 +76,10 @@ def _keys(username: str, address: str) -> tuple[tuple[str, str], ...]:
 
 
 async def reserve(
-    session: AsyncSession, *, username: str, address: str, limits: ThrottleLimits
+    connection: AsyncConnection, *, username: str, address: str, limits: ThrottleLimits
 ) -> Reservation | Throttled:
     """Count one attempt: one statement (the count_login_failure function of the migration),
-    all three counters or none. Run it on an autocommit session, so no lock it takes
+    all three counters or none. Run it on an autocommit connection, so no lock it takes
     outlives the statement."""
     keys = _keys(username, address)
     limit_of = {
@@ -88,7 +88,7 @@ async def reserve(
         "user_address": limits.per_user_address,
     }
     row = (
-        await session.execute(
+        await connection.execute(
             COUNT_ATTEMPT,
             {
                 "scopes": [scope for scope, _ in keys],
@@ -103,7 +103,7 @@ async def reserve(
     return Reservation(keys=keys, window_start=row.counted_window)
 
 
-async def give_back(session: AsyncSession, *, reservation: Reservation) -> None:
+async def give_back(connection: AsyncConnection, *, reservation: Reservation) -> None:
     """A successful attempt is not a failure: take it out of the counts again. The rows are
     locked in the same order as `reserve` locks them, so the two cannot deadlock."""
     mine = (
@@ -115,7 +115,7 @@ async def give_back(session: AsyncSession, *, reservation: Reservation) -> None:
         .order_by(LoginFailures.scope, LoginFailures.key)
         .with_for_update()
     )
-    await session.execute(
+    await connection.execute(
         update(LoginFailures)
         .where(_primary_key().in_(mine))
         .values(failures=LoginFailures.failures - 1)
@@ -126,7 +126,9 @@ def _primary_key() -> Tuple:
     return tuple_(LoginFailures.scope, LoginFailures.key, LoginFailures.window_start)
 
 
-async def delete_old_windows(session: AsyncSession, *, window_seconds: int, batch: int) -> int:
+async def delete_old_windows(
+    connection: AsyncConnection, *, window_seconds: int, batch: int
+) -> int:
     """Delete up to `batch` counters of windows that have ended (SKIP LOCKED, as sessions)."""
     ended = (
         select(LoginFailures.scope, LoginFailures.key, LoginFailures.window_start)
@@ -134,7 +136,7 @@ async def delete_old_windows(session: AsyncSession, *, window_seconds: int, batc
         .limit(batch)
         .with_for_update(skip_locked=True)
     )
-    deleted = await session.execute(
+    deleted = await connection.execute(
         delete(LoginFailures).where(_primary_key().in_(ended)).returning(LoginFailures.scope)
     )
     return len(deleted.all())

@@ -1,4 +1,5 @@
-"""Engine, sessions and the retrying unit of work. Built per process, inside the app lifespan."""
+"""Engine, pooled connections (first come, first served) and the retrying unit of work.
+Built per process, inside the app lifespan."""
 
 from __future__ import annotations
 
@@ -7,27 +8,23 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Any, Protocol, TypeAlias, TypeVar
 
-from fastapi import Depends, Request
-from sqlalchemy import event, text
+from sqlalchemy import Row, event, text
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
-from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, NullPool
-from sqlalchemy.util import await_, memoized_property
-from sqlalchemy.util.queue import AsyncAdaptedQueue, Empty
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from service.core.metrics import DB_CHECKOUT_WAIT
 from service.core.settings import Settings
 
 T = TypeVar("T")
+# A result row of any shape (Row is generic over its column types).
+AnyRow: TypeAlias = Row[*tuple[Any, ...]]
 
 SERIALIZATION_FAILURE = "40001"
 DEADLOCK_DETECTED = "40P01"
@@ -46,52 +43,6 @@ def sqlstate_of(exc: BaseException) -> str | None:
         if isinstance(state, str):
             return state
     return None
-
-
-class FairAsyncAdaptedQueue(AsyncAdaptedQueue[ConnectionPoolEntry]):
-    """Hands returned connections to waiting checkouts in arrival order.
-
-    SQLAlchemy's asyncio queue lets a new checkout take a connection that was just returned
-    for a waiter that has not run yet (the waiter then queues again at the back). Under load
-    that starves some requests for seconds while others never wait. A FIFO semaphore that
-    counts idle connections makes every checkout queue behind the ones already waiting."""
-
-    @memoized_property
-    def _idle(self) -> asyncio.Semaphore:
-        return asyncio.Semaphore(0)
-
-    def put_nowait(self, item: ConnectionPoolEntry) -> None:
-        super().put_nowait(item)
-        self._idle.release()
-
-    def get_nowait(self) -> ConnectionPoolEntry:
-        if self._idle.locked():
-            raise Empty()
-        await_(self._idle.acquire())  # returns at once: the semaphore is not locked
-        return super().get_nowait()
-
-    def get(self, block: bool = True, timeout: float | None = None) -> ConnectionPoolEntry:
-        if not block:
-            return self.get_nowait()
-        try:
-            await_(asyncio.wait_for(self._idle.acquire(), timeout))
-        except TimeoutError as exc:
-            raise Empty() from exc
-        return super().get_nowait()
-
-
-class TimedQueuePool(AsyncAdaptedQueuePool):
-    """Records how long each checkout waited; pool events only see the connection after.
-    Checkouts are served first come, first served (FairAsyncAdaptedQueue)."""
-
-    _queue_class = FairAsyncAdaptedQueue
-
-    def _do_get(self) -> ConnectionPoolEntry:
-        started = time.perf_counter()
-        try:
-            return super()._do_get()
-        finally:
-            DB_CHECKOUT_WAIT.observe(time.perf_counter() - started)
 
 
 def build_engine(settings: Settings) -> AsyncEngine:
@@ -116,7 +67,6 @@ def build_engine(settings: Settings) -> AsyncEngine:
     connect_args["server_settings"] = server_settings
 
     pool_args: dict[str, Any] = {
-        "poolclass": TimedQueuePool,
         "pool_size": settings.db_pool_size,
         "max_overflow": settings.db_max_overflow,
         "pool_timeout": settings.db_pool_timeout_seconds,
@@ -153,10 +103,15 @@ def build_null_pool_engine(database_url: str) -> AsyncEngine:
 @dataclass(frozen=True, slots=True)
 class Database:
     engine: AsyncEngine
-    sessionmaker: async_sessionmaker[AsyncSession]
     # GET/HEAD read in autocommit: no BEGIN and ROLLBACK round trips. Under READ COMMITTED
     # every statement takes its own snapshot anyway, so what a read can see is unchanged.
-    read_sessionmaker: async_sessionmaker[AsyncSession]
+    read_engine: AsyncEngine
+    # First come, first served: SQLAlchemy's asyncio pool lets a new checkout take a
+    # connection just returned for a waiter that has not run yet, which under load starves
+    # some requests for seconds. asyncio.Semaphore is FIFO (Python >= 3.11.1) and never
+    # admits more checkouts than the pool holds, so the pool itself never has a waiter.
+    turns: asyncio.Semaphore
+    checkout_timeout_seconds: float
     retry_attempts: int
 
     @classmethod
@@ -164,12 +119,38 @@ class Database:
         engine = build_engine(settings)
         return cls(
             engine=engine,
-            sessionmaker=async_sessionmaker(engine, expire_on_commit=False),
-            read_sessionmaker=async_sessionmaker(
-                engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
-            ),
+            read_engine=engine.execution_options(isolation_level="AUTOCOMMIT"),
+            turns=asyncio.Semaphore(settings.connections_per_worker),
+            checkout_timeout_seconds=settings.db_pool_timeout_seconds,
             retry_attempts=settings.db_retry_attempts,
         )
+
+    async def wait_for_turn(self) -> None:
+        """Take a turn at the pool, in arrival order; PoolTimeoutError past the timeout."""
+        started = time.perf_counter()
+        if self.turns.locked():
+            try:
+                async with asyncio.timeout(self.checkout_timeout_seconds):
+                    await self.turns.acquire()
+            except TimeoutError:
+                DB_CHECKOUT_WAIT.observe(time.perf_counter() - started)
+                raise PoolTimeoutError(
+                    f"no pooled connection free within {self.checkout_timeout_seconds} s"
+                ) from None
+        else:
+            await self.turns.acquire()  # free: returns without suspending
+        DB_CHECKOUT_WAIT.observe(time.perf_counter() - started)
+
+    @asynccontextmanager
+    async def connect(self, *, read_only: bool) -> AsyncIterator[AsyncConnection]:
+        """A pooled connection, in turn. Read-only ones run in autocommit; otherwise the
+        caller commits (`commit_with_retry`) and anything left is rolled back on return."""
+        await self.wait_for_turn()
+        try:
+            async with (self.read_engine if read_only else self.engine).connect() as connection:
+                yield connection
+        finally:
+            self.turns.release()
 
     async def ping(self, *, within_seconds: float) -> None:
         async with asyncio.timeout(within_seconds), self.engine.connect() as connection:
@@ -179,43 +160,36 @@ class Database:
         await self.engine.dispose()
 
 
-async def get_database(request: Request) -> Database:
-    # async: FastAPI runs a plain `def` dependency in a worker thread, once per request.
-    database: Database = request.app.state.database
-    return database
+class UnitOfWork(Protocol):
+    """What `commit_with_retry` needs: an AsyncConnection or an AsyncSession."""
 
+    @property
+    def info(self) -> dict[Any, Any]: ...
 
-async def get_session(
-    request: Request,
-    database: Annotated[Database, Depends(get_database)],
-) -> AsyncIterator[AsyncSession]:
-    """One session per request. Writes commit through `commit_with_retry` before the route
-    returns, so a 2xx is only ever sent for committed work; anything left is rolled back."""
-    safe = request.method in {"GET", "HEAD"}
-    async with (database.read_sessionmaker if safe else database.sessionmaker)() as session:
-        session.info["retry_attempts"] = database.retry_attempts
-        yield session
+    async def commit(self) -> None: ...
 
-
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+    async def rollback(self) -> None: ...
 
 
 async def commit_with_retry(
-    session: AsyncSession,
+    transaction: UnitOfWork,
     work: Callable[[], Awaitable[T]],
     *,
     on_retry: Callable[[str], None] | None = None,
+    attempts: int | None = None,
 ) -> T:
     """Run `work` and commit; on a serialization failure or deadlock, roll back and run it
-    again (bounded, with jittered backoff). Raises RetriesExhaustedError past the bound."""
-    attempts: int = session.info.get("retry_attempts", 3)
+    again (bounded, with jittered backoff). Raises RetriesExhaustedError past the bound.
+    `attempts` defaults to `transaction.info["retry_attempts"]`, else 3."""
+    if attempts is None:
+        attempts = transaction.info.get("retry_attempts", 3)
     for attempt in range(1, attempts + 1):
         try:
             result = await work()
-            await session.commit()
+            await transaction.commit()
             return result
         except DBAPIError as exc:
-            await session.rollback()
+            await transaction.rollback()
             state = sqlstate_of(exc)
             if state not in RETRYABLE_SQLSTATES:
                 raise
@@ -228,6 +202,6 @@ async def commit_with_retry(
             # Full jitter: spread the losers out so they do not collide again in lockstep.
             await asyncio.sleep(random.uniform(0, min(MAX_BACKOFF_SECONDS, 0.02 * 2**attempt)))
         except Exception:
-            await session.rollback()
+            await transaction.rollback()
             raise
     raise AssertionError("unreachable")  # pragma: no cover

@@ -6,8 +6,8 @@ import json
 import logging
 import os
 import time
-import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -18,6 +18,7 @@ access_logger = logging.getLogger("service.access")
 error_logger = logging.getLogger("service.errors")
 
 _REQUEST_ID_MAX = 128
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
 
 
 class BodyTooLargeError(HTTPException):
@@ -49,6 +50,32 @@ async def _send_json(send: Send, status: int, body: dict[str, str]) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
+class _Series:
+    """This process's metric children, bound to their labels once: `.labels()` costs a
+    lookup under a lock on every call, which a request should not pay for each series."""
+
+    def __init__(self) -> None:
+        # Read at the first request, in the worker: the slot is set after the fork.
+        self.slot = metrics.worker_slot()
+        self.in_progress = metrics.HTTP_IN_PROGRESS.labels(worker=self.slot)
+        self.worker_requests = metrics.WORKER_REQUESTS.labels(worker=self.slot)
+        self._requests: dict[tuple[str, str, int], Any] = {}
+        self._latency: dict[tuple[str, str], Any] = {}
+
+    def record(self, method: str, route: str, status: int, seconds: float) -> None:
+        requests = self._requests.get((method, route, status))
+        if requests is None:
+            requests = metrics.HTTP_REQUESTS.labels(method, route, str(status))
+            self._requests[method, route, status] = requests
+        latency = self._latency.get((method, route))
+        if latency is None:
+            latency = metrics.HTTP_LATENCY.labels(method, route)
+            self._latency[method, route] = latency
+        requests.inc()
+        latency.observe(seconds)
+        self.worker_requests.inc()
+
+
 @dataclass(slots=True)
 class RequestObservation:
     """Request id, worker header, security headers, metrics and one JSON access-log line."""
@@ -57,19 +84,23 @@ class RequestObservation:
     worker_header: bool
     metrics_enabled: bool
     access_log: bool
-    pid: bytes = field(default_factory=lambda: str(os.getpid()).encode())
+    pid: int = field(default_factory=os.getpid)
+    _series: _Series | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        series = self._series
+        if series is None:  # first request: Starlette builds middleware in the worker
+            series = self._series = _Series()
         incoming_id = _header(scope, b"x-request-id")
-        request_id = incoming_id[:_REQUEST_ID_MAX] if incoming_id else uuid.uuid4().hex.encode()
+        request_id = incoming_id[:_REQUEST_ID_MAX] if incoming_id else os.urandom(16).hex().encode()
+        extra_headers = [(b"x-request-id", request_id), _NOSNIFF]
+        if self.worker_header:
+            extra_headers.append((b"x-worker-id", str(self.pid).encode()))
         status_code = 500
-        slot = metrics.worker_slot()
-        in_progress = metrics.HTTP_IN_PROGRESS.labels(worker=slot)
-
         response_started = False
 
         async def send_with_headers(message: Message) -> None:
@@ -77,16 +108,11 @@ class RequestObservation:
             if message["type"] == "http.response.start":
                 response_started = True
                 status_code = message["status"]
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id))
-                headers.append((b"x-content-type-options", b"nosniff"))
-                if self.worker_header:
-                    headers.append((b"x-worker-id", self.pid))
-                message["headers"] = headers
+                message["headers"] = [*message.get("headers", ()), *extra_headers]
             await send(message)
 
         if self.metrics_enabled:
-            in_progress.inc()
+            series.in_progress.inc()
         try:
             await self.app(scope, receive, send_with_headers)
         except Exception:
@@ -103,16 +129,14 @@ class RequestObservation:
             template = getattr(route, "path", None) or "<unmatched>"
             method = scope["method"]
             if self.metrics_enabled:
-                in_progress.dec()
-                metrics.HTTP_REQUESTS.labels(method, template, str(status_code)).inc()
-                metrics.HTTP_LATENCY.labels(method, template).observe(duration)
-                metrics.WORKER_REQUESTS.labels(worker=slot).inc()
+                series.in_progress.dec()
+                series.record(method, template, status_code, duration)
             if self.access_log:
                 access_logger.info(
                     json.dumps(
                         {
-                            "pid": os.getpid(),
-                            "worker": slot,
+                            "pid": self.pid,
+                            "worker": series.slot,
                             "request_id": request_id.decode("latin-1"),
                             "method": method,
                             "route": template,

@@ -2,9 +2,19 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Identity, String, Uuid, func, text
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Identity,
+    String,
+    Table,
+    Uuid,
+    func,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from service.core.models import Base
@@ -27,3 +37,7 @@ class Item(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
 
     user: Mapped[User] = relationship(back_populates="items", lazy="raise")
+
+
+# The table itself, for Core statements (no ORM layer on the request path).
+items_table = cast(Table, Item.__table__)

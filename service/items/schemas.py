@@ -81,6 +81,8 @@ class ItemsBulkUpdate(BaseModel):
 
 
 class ItemOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     pubid: uuid.UUID
     name: str
     added: datetime

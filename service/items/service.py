@@ -1,101 +1,122 @@
-"""Item persistence, always scoped to the owning user."""
+"""Item statements, always scoped to the calling user. Each is built once at import (plain
+Core constructs: SQLAlchemy's compiled cache serves them after the first use) and takes its
+values as bound parameters. Each joins `CALLER`, so the authorization check is part of the
+statement: no row at all means the caller is unknown (401)."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import Any
 
-from sqlalchemy import Row, delete, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import String, and_, bindparam, delete, insert, select, true, update
 
-from service.items.models import Item
-from service.items.schemas import ItemOut
-from service.users.models import User
+from service.auth.caller import CALLER
+from service.auth.dependencies import Caller, known_caller
+from service.core.db import AnyRow
+from service.items.models import items_table as items
 
-if TYPE_CHECKING:
-    from service.auth.dependencies import Principal
-
-_ITEM_COLUMNS = (Item.pubid, Item.name, Item.added, User.pubid.label("user_pubid"))
-
-
-def _to_out(row: Row[uuid.UUID, str, datetime, uuid.UUID]) -> ItemOut:
-    return ItemOut(pubid=row[0], name=row[1], added=row[2], user_pubid=row[3])
-
-
-async def create_item(session: AsyncSession, *, owner: Principal, name: str) -> ItemOut:
-    row = (
-        await session.execute(
-            insert(Item)
-            .values(name=name, user_id=owner.id)
-            .returning(Item.pubid, Item.name, Item.added)
-        )
-    ).one()
-    return ItemOut(pubid=row.pubid, name=row.name, added=row.added, user_pubid=owner.pubid)
-
-
-async def list_items(
-    session: AsyncSession, *, owner_id: int, limit: int, offset: int
-) -> list[ItemOut]:
-    rows = await session.execute(
-        select(*_ITEM_COLUMNS)
-        .join(User, Item.user_id == User.id)
-        .where(Item.user_id == owner_id)
-        .order_by(Item.id)
-        .limit(limit)
-        .offset(offset)
-    )
-    return [_to_out(row) for row in rows]
-
-
-async def get_item(session: AsyncSession, *, owner_id: int, pubid: uuid.UUID) -> ItemOut | None:
-    row = (
-        await session.execute(
-            select(*_ITEM_COLUMNS)
-            .join(User, Item.user_id == User.id)
-            .where(Item.pubid == pubid, Item.user_id == owner_id)
-        )
-    ).one_or_none()
-    return None if row is None else _to_out(row)
-
-
-async def update_added(
-    session: AsyncSession, *, owner: Principal, pubid: uuid.UUID, added: datetime
-) -> ItemOut | None:
-    row = (
-        await session.execute(
-            update(Item)
-            .where(Item.pubid == pubid, Item.user_id == owner.id)
-            .values(added=added)
-            .returning(Item.pubid, Item.name, Item.added)
-        )
-    ).one_or_none()
-    if row is None:
-        return None
-    return ItemOut(pubid=row.pubid, name=row.name, added=row.added, user_pubid=owner.pubid)
+_ITEM = (items.c.pubid, items.c.name, items.c.added)
+# Not named like a column: an UPDATE would take a parameter "pubid" as a new value for it.
+_PUBID = bindparam("item_pubid", type_=items.c.pubid.type)
+_ADDED = bindparam("added", type_=items.c.added.type)
 
 
 class ItemNotFoundError(Exception):
     pass
 
 
+# SELECT caller.pubid, items... FROM caller LEFT JOIN items ON <own item with this pubid>
+_GET = select(*_ITEM, CALLER.c.pubid.label("user_pubid")).select_from(
+    CALLER.outerjoin(items, and_(items.c.user_id == CALLER.c.id, items.c.pubid == _PUBID))
+)
+
+# A page of the caller's items, LEFT JOIN LATERAL: an empty page still returns the caller's
+# row (with NULL item columns), so "no rows" means only "unknown caller".
+_PAGE = (
+    select(items.c.id, *_ITEM)
+    .where(items.c.user_id == CALLER.c.id)
+    .order_by(items.c.id)
+    .limit(bindparam("limit"))
+    .offset(bindparam("offset"))
+    .lateral("page")
+)
+_LIST = (
+    select(_PAGE.c.pubid, _PAGE.c.name, _PAGE.c.added, CALLER.c.pubid.label("user_pubid"))
+    .select_from(CALLER.outerjoin(_PAGE, true()))
+    .order_by(_PAGE.c.id)
+)
+
+# INSERT INTO items (name, user_id) SELECT :name, caller.id FROM caller RETURNING ...
+_CREATE = (
+    insert(items)
+    .from_select(["name", "user_id"], select(bindparam("name", type_=String()), CALLER.c.id))
+    .returning(*_ITEM)
+)
+
+# Data-modifying CTEs, read beside the caller's row: NULL item columns mean 404.
+_UPDATED = (
+    update(items)
+    .where(items.c.user_id == CALLER.c.id, items.c.pubid == _PUBID)
+    .values(added=_ADDED)
+    .returning(*_ITEM)
+    .cte("updated")
+)
+_UPDATE = select(
+    _UPDATED.c.pubid, _UPDATED.c.name, _UPDATED.c.added, CALLER.c.pubid.label("user_pubid")
+).select_from(CALLER.outerjoin(_UPDATED, true()))
+
+_DELETED = (
+    delete(items)
+    .where(items.c.user_id == CALLER.c.id, items.c.pubid == _PUBID)
+    .returning(items.c.id)
+    .cte("deleted")
+)
+_DELETE = select(_DELETED.c.id).select_from(CALLER.outerjoin(_DELETED, true()))
+
+
+async def get_item(caller: Caller, *, pubid: uuid.UUID) -> AnyRow | None:
+    """The item as a row with ItemOut's fields, or None when the caller has no such item."""
+    result = await caller.connection.execute(_GET, caller.bind(item_pubid=pubid))
+    row = known_caller(result.first())
+    return None if row.pubid is None else row
+
+
+async def list_items(caller: Caller, *, limit: int, offset: int) -> list[AnyRow]:
+    result = await caller.connection.execute(_LIST, caller.bind(limit=limit, offset=offset))
+    rows = result.all()
+    known_caller(rows[0] if rows else None)
+    return [row for row in rows if row.pubid is not None]
+
+
+async def create_item(caller: Caller, *, name: str) -> dict[str, Any]:
+    result = await caller.connection.execute(_CREATE, caller.bind(name=name))
+    row = known_caller(result.first())
+    return {**row._mapping, "user_pubid": caller.claims.user_pubid}
+
+
+async def update_added(caller: Caller, *, pubid: uuid.UUID, added: datetime) -> AnyRow | None:
+    result = await caller.connection.execute(_UPDATE, caller.bind(item_pubid=pubid, added=added))
+    row = known_caller(result.first())
+    return None if row.pubid is None else row
+
+
 async def update_added_in_order(
-    session: AsyncSession, *, owner: Principal, updates: list[tuple[uuid.UUID, datetime]]
-) -> list[ItemOut]:
+    caller: Caller, *, updates: Sequence[tuple[uuid.UUID, datetime]]
+) -> list[AnyRow]:
     """Apply the updates one by one, in the order given, in the caller's transaction.
     Concurrent batches that name the same rows in opposite orders can deadlock; the
-    caller's retrying unit of work runs the loser again."""
+    retrying unit of work runs the loser again."""
     changed = []
     for pubid, added in updates:
-        item = await update_added(session, owner=owner, pubid=pubid, added=added)
+        item = await update_added(caller, pubid=pubid, added=added)
         if item is None:
             raise ItemNotFoundError(pubid)
         changed.append(item)
     return changed
 
 
-async def delete_item(session: AsyncSession, *, owner_id: int, pubid: uuid.UUID) -> bool:
-    deleted = await session.scalar(
-        delete(Item).where(Item.pubid == pubid, Item.user_id == owner_id).returning(Item.id)
-    )
-    return deleted is not None
+async def delete_item(caller: Caller, *, pubid: uuid.UUID) -> bool:
+    result = await caller.connection.execute(_DELETE, caller.bind(item_pubid=pubid))
+    return known_caller(result.first()).id is not None

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
-from sqlalchemy import BigInteger, DateTime, Identity, String, Uuid, func, text
+from sqlalchemy import BigInteger, DateTime, Identity, String, Table, Uuid, func, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from service.core.models import Base
@@ -31,3 +31,7 @@ class User(Base):
     items: Mapped[list[Item]] = relationship(
         back_populates="user", lazy="raise", passive_deletes=True, order_by="Item.id"
     )
+
+
+# The table itself, for Core statements (no ORM layer on the request path).
+users_table = cast(Table, User.__table__)
