@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -30,3 +31,12 @@ def children_with_state(pid: int) -> dict[int, str]:
 def children_of(pid: int) -> list[int]:
     """Live (non-zombie) child processes of `pid`, sorted."""
     return [child for child, state in children_with_state(pid).items() if state not in "ZX"]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time `pid` has used so far (0 if it is gone)."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return 0.0
+    # utime and stime are fields 14 and 15 of /proc/PID/stat, counted from 1 with the name.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import signal
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -16,7 +13,7 @@ import pytest
 
 from tests.support.api import PASSWORD, Account, add_item, signup, unique_name
 from tests.support.database import fetch
-from tests.support.processes import Gunicorn, run_gunicorn
+from tests.support.processes import Gunicorn, one_response_from_each_worker, run_gunicorn
 
 pytestmark = pytest.mark.gunicorn
 
@@ -169,39 +166,6 @@ async def test_contention_on_one_row_and_crossing_rows(gunicorn_server: Gunicorn
         }
     print(f"deadlocks detected by PostgreSQL and retried: {retries:.0f}")
     assert retries >= 1, "the crossing batches were meant to provoke real deadlocks"
-
-
-async def one_response_from_each_worker(
-    server: Gunicorn, send: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]
-) -> dict[int, httpx.Response]:
-    """Send on fresh connections until every worker has answered one, pausing (SIGSTOP)
-    each worker once it has answered, so the next connection must go to another.
-
-    Which idle worker accepts a connection from the shared listening socket is up to the
-    kernel's wakeups and the scheduler: on a busy machine one worker may lose that race
-    hundreds of times in a row. Pausing the winners makes the check deterministic: it
-    proves every worker accepts and serves, whatever the load."""
-    workers = server.worker_pids()
-    answered: dict[int, httpx.Response] = {}
-    try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
-            while len(answered) < len(workers):
-                try:
-                    response = await send(http)
-                except httpx.TimeoutException:
-                    raise AssertionError(
-                        f"no answer within 30 s with workers {sorted(answered)} paused; "
-                        f"{server.process_table()}"
-                    ) from None
-                worker = int(response.headers["x-worker-id"])
-                assert worker in workers, (worker, server.process_table())
-                assert worker not in answered, f"paused worker {worker} answered again"
-                answered[worker] = response
-                os.kill(worker, signal.SIGSTOP)
-    finally:
-        for worker in answered:
-            os.kill(worker, signal.SIGCONT)
-    return answered
 
 
 async def test_every_worker_serves(gunicorn_server: Gunicorn) -> None:

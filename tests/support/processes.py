@@ -9,8 +9,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -184,6 +184,65 @@ def run_gunicorn(
             yield server
         finally:
             server.stop()
+
+
+@contextmanager
+def paused(pids: Iterable[int]) -> Iterator[None]:
+    """SIGSTOP these processes for the block. A paused worker accepts no connection, so the
+    kernel must hand new ones to the workers left running: which worker serves a connection
+    then no longer depends on who wins the accept race on a busy machine."""
+    stopped: list[int] = []
+    try:
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+            stopped.append(pid)
+        yield
+    finally:
+        for pid in stopped:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+async def served_by(server: Gunicorn, worker: int) -> bool:
+    """Whether `worker` accepts and answers a fresh connection while the others are paused."""
+    others = [pid for pid in server.worker_pids() if pid != worker]
+    with paused(others):
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            response = await http.get("/livez", headers={"Connection": "close"})
+    return response.headers["x-worker-id"] == str(worker)
+
+
+async def one_response_from_each_worker(
+    server: Gunicorn, send: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]
+) -> dict[int, httpx.Response]:
+    """Send on fresh connections until every worker has answered one, pausing (SIGSTOP)
+    each worker once it has answered, so the next connection must go to another.
+
+    Which idle worker accepts a connection from the shared listening socket is up to the
+    kernel's wakeups and the scheduler: on a busy machine one worker may lose that race
+    hundreds of times in a row. Pausing the winners makes the check deterministic: it
+    proves every worker accepts and serves, whatever the load."""
+    workers = server.worker_pids()
+    answered: dict[int, httpx.Response] = {}
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            while len(answered) < len(workers):
+                try:
+                    response = await send(http)
+                except httpx.TimeoutException:
+                    raise AssertionError(
+                        f"no answer within 30 s with workers {sorted(answered)} paused; "
+                        f"{server.process_table()}"
+                    ) from None
+                worker = int(response.headers["x-worker-id"])
+                assert worker in workers, (worker, server.process_table())
+                assert worker not in answered, f"paused worker {worker} answered again"
+                answered[worker] = response
+                os.kill(worker, signal.SIGSTOP)
+    finally:
+        for worker in answered:
+            os.kill(worker, signal.SIGCONT)
+    return answered
 
 
 def get(server: Gunicorn, path: str, **kwargs: object) -> httpx.Response:
