@@ -30,7 +30,19 @@ from tests.support.traffic import unique_prefix as _unique_prefix
 pytestmark = pytest.mark.gunicorn
 
 SERVER_POOL = 6
-BOUNCED = {"DB_PGBOUNCER": "true", "DB_POOL_SIZE": "10"}
+# Every worker's transactions queue for SERVER_POOL server connections, so on a busy machine
+# a request may wait seconds for its turn. The product's fail-fast limits (3 s pool timeout,
+# 10 s command timeout, PgBouncer's query_wait_timeout of 5 s) turn such a wait into a 503
+# (seen: "reason": "pool_timeout"). These tests check that nothing is lost, duplicated or
+# mixed up, so they wait instead.
+PATIENT_SECONDS = 45
+BOUNCED = {
+    "DB_PGBOUNCER": "true",
+    "DB_POOL_SIZE": "10",
+    "DB_POOL_TIMEOUT_SECONDS": str(PATIENT_SECONDS),
+    # A query waiting for a server connection is, to asyncpg, a query still running.
+    "DB_COMMAND_TIMEOUT_SECONDS": str(PATIENT_SECONDS),
+}
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
@@ -45,7 +57,10 @@ def database_url(postgres_server_url: str) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def bouncer(postgres_server_url: str) -> Iterator[PgBouncer]:
     with run_pgbouncer(
-        postgres_server_url, default_pool_size=str(SERVER_POOL), reserve_pool_size="0"
+        postgres_server_url,
+        default_pool_size=str(SERVER_POOL),
+        reserve_pool_size="0",
+        query_wait_timeout=str(PATIENT_SECONDS),
     ) as running:
         assert running.setting("pool_mode") == "transaction"
         yield running
@@ -286,7 +301,8 @@ async def test_four_workers_through_pgbouncer_with_zero_errors(
     print(
         f"{ledger.total(server.url)} requests, {opened:.0f} client connections opened by "
         f"the workers' pools, at most {servers.peak} server connections, "
-        f"{retries:.0f} deadlocks retried; other backends seen: {dict(servers.others)}"
+        f"{retries:.0f} deadlocks retried; slowest request {ledger.slowest:.1f} s; "
+        f"other backends seen: {dict(servers.others)}"
     )
     assert 0 < servers.peak <= SERVER_POOL, servers.at_peak
     assert opened > SERVER_POOL  # clients really outnumbered server connections
@@ -340,7 +356,8 @@ async def test_two_instances_share_one_database_through_pgbouncer(
     print(
         f"{total_sent} requests over 2 instances "
         f"({', '.join(str(ledger.total(base)) for base in scraped)}), "
-        f"at most {servers.peak} server connections; other backends seen: {dict(servers.others)}"
+        f"at most {servers.peak} server connections; slowest request {ledger.slowest:.1f} s; "
+        f"other backends seen: {dict(servers.others)}"
     )
 
 
