@@ -102,7 +102,7 @@ class Gunicorn:
         booted = self.booted_pids()
         return [pid for pid in self.worker_pids() if pid in booted]
 
-    def wait_booted(self, workers: int, *, timeout: float = 30) -> list[int]:
+    def wait_booted(self, workers: int, *, timeout: float = 60) -> list[int]:
         def ready() -> bool:
             live = self.worker_pids()
             return len(live) == workers and len(self.booted_workers()) == workers
