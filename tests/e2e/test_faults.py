@@ -11,7 +11,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import asyncpg
 import httpx
@@ -19,7 +18,7 @@ import pytest
 
 from tests.support.api import PASSWORD, signup, unique_name
 from tests.support.database import fetch, plain_dsn
-from tests.support.faults import OwnPostgres, own_postgres
+from tests.support.faults import OwnPostgres, own_postgres, postgres_scratch
 from tests.support.processes import eventually, run_gunicorn, wait_for
 
 pytestmark = [pytest.mark.gunicorn, pytest.mark.faults]
@@ -32,8 +31,8 @@ FAST_FAILURE_ENV = {
 
 
 @pytest.fixture
-def pg(tmp_path: Path) -> Iterator[OwnPostgres]:
-    with own_postgres(tmp_path / "pg") as database:
+def pg() -> Iterator[OwnPostgres]:
+    with postgres_scratch() as scratch, own_postgres(scratch / "pg") as database:
         yield database
 
 
