@@ -164,8 +164,13 @@ def child_exit(server: _Arbiter, worker: _Worker) -> None:
     from service.core import metrics as _metrics
     from service.core import metrics_files as _metrics_files
 
-    _metrics_files.compact_dead_process(_METRICS_DIR, worker.pid)
-    _metrics.WORKER_EXITS.labels(worker=str(getattr(worker, "slot", "?"))).inc()
+    # An exception here escapes gunicorn's main loop and stops the master (no respawn, then
+    # exit 255): losing one dead worker's counts is the lesser harm.
+    try:
+        _metrics_files.compact_dead_process(_METRICS_DIR, worker.pid)
+        _metrics.WORKER_EXITS.labels(worker=str(getattr(worker, "slot", "?"))).inc()
+    except Exception:
+        server.log.exception("could not fold the metrics of worker %s", worker.pid)
 
 
 def on_exit(server: _Arbiter) -> None:

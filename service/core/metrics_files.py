@@ -59,13 +59,23 @@ def aggregate_registry(directory: str) -> CollectorRegistry:
     return registry
 
 
+# A file's first 8 bytes say how much of it is used; prometheus-client creates the file
+# empty and sizes it a moment later, so a worker killed in between leaves a shorter one.
+_HEADER_BYTES = 8
+
+
 def compact_dead_process(directory: str, pid: int) -> None:
     """Called by the master for each exited worker."""
     with directory_lock(directory, exclusive=True):
         multiprocess.mark_process_dead(pid, directory)
         for prefix, combine in _FOLDED:
             dead = Path(directory) / f"{prefix}_{pid}.db"
-            if not dead.exists():
+            try:
+                size = dead.stat().st_size
+            except FileNotFoundError:
+                continue
+            if size < _HEADER_BYTES:  # created but never written: it holds no values
+                dead.unlink()
                 continue
             archive = MmapedDict(str(Path(directory) / f"{prefix}_{ARCHIVE_PID}.db"))
             try:

@@ -16,6 +16,7 @@ import pytest
 from service.dev.postgres import EmbeddedPostgres
 from tests.support.api import signup
 from tests.support.database import fetch, fresh_database
+from tests.support.faults import postgres_scratch
 from tests.support.processes import GUNICORN, PROJECT_ROOT, gunicorn_env, run_gunicorn
 
 pytestmark = pytest.mark.gunicorn
@@ -98,8 +99,14 @@ def test_impossible_configuration_is_refused_clearly(
     assert "Traceback" not in result.stderr
 
 
-def test_connection_budget_over_max_connections_is_refused(tmp_path: Path) -> None:
-    server = EmbeddedPostgres(tmp_path / "small", max_connections=20, log=lambda _: None)
+def test_connection_budget_over_max_connections_is_refused() -> None:
+    with postgres_scratch() as scratch:
+        _refused_then_fits(
+            EmbeddedPostgres(scratch / "small", max_connections=20, log=lambda _: None)
+        )
+
+
+def _refused_then_fits(server: EmbeddedPostgres) -> None:
     server_url = server.start()
     try:
         with fresh_database(server_url) as url, tempfile.TemporaryDirectory() as scratch:

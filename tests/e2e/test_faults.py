@@ -11,7 +11,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import asyncpg
 import httpx
@@ -19,8 +18,8 @@ import pytest
 
 from tests.support.api import PASSWORD, signup, unique_name
 from tests.support.database import fetch, plain_dsn
-from tests.support.faults import OwnPostgres, own_postgres
-from tests.support.processes import eventually, run_gunicorn
+from tests.support.faults import OwnPostgres, own_postgres, postgres_scratch
+from tests.support.processes import eventually, run_gunicorn, wait_for
 
 pytestmark = [pytest.mark.gunicorn, pytest.mark.faults]
 
@@ -32,8 +31,8 @@ FAST_FAILURE_ENV = {
 
 
 @pytest.fixture
-def pg(tmp_path: Path) -> Iterator[OwnPostgres]:
-    with own_postgres(tmp_path / "pg") as database:
+def pg() -> Iterator[OwnPostgres]:
+    with postgres_scratch() as scratch, own_postgres(scratch / "pg") as database:
         yield database
 
 
@@ -44,6 +43,7 @@ class Outcomes:
     created: dict[str, str] = field(default_factory=dict)  # name -> pubid, for each 201
     slowest_503: float = 0.0
     last_failure: float = 0.0
+    last_created: float = 0.0
 
 
 async def signups_until(
@@ -70,6 +70,7 @@ async def signups_until(
             outcomes.statuses[response.status_code] += 1
             if response.status_code == 201:
                 outcomes.created[name] = response.json()["pubid"]
+                outcomes.last_created = time.monotonic()
             elif response.status_code == 503:
                 outcomes.slowest_503 = max(outcomes.slowest_503, time.monotonic() - started)
                 outcomes.last_failure = time.monotonic()
@@ -85,15 +86,34 @@ async def test_workers_killed_mid_transaction_leave_no_half_written_data(
         clients = [
             asyncio.create_task(signups_until(server.url, stop, prefix, outcomes)) for _ in range(6)
         ]
-        await asyncio.sleep(1)
         kills = 0
         for _ in range(15):
-            victims = server.worker_pids()
+            # Kill a worker that serves: on a busy machine a replacement may take seconds to
+            # boot, and killing it while it boots would interrupt no transaction.
+            await eventually(
+                server.booted_workers,
+                within=60,
+                what="a booted worker to kill",
+                seen=server.process_table,
+            )
+            await asyncio.sleep(random.uniform(0.2, 0.5))
+            victims = server.booted_workers()
             if victims:
                 os.kill(random.choice(victims), signal.SIGKILL)
                 kills += 1
-            await asyncio.sleep(random.uniform(0.2, 0.5))
-        await eventually(lambda: len(server.worker_pids()) == 2, within=60, what="respawn")
+        await eventually(
+            lambda: len(server.booted_workers()) == 2,
+            within=60,
+            what="2 booted workers after the kills",
+            seen=lambda: f"{server.process_table()}\n{server.log()[-3000:]}",
+        )
+        # However slow the machine, enough sign-ups complete for the checks to mean something.
+        await eventually(
+            lambda: outcomes.statuses[201] > 50,
+            within=60,
+            what="more than 50 sign-ups answered 201",
+            seen=lambda: f"statuses {dict(outcomes.statuses)}, errors {outcomes.errors[-5:]}",
+        )
         await asyncio.sleep(1)
         stop.set()
         await asyncio.gather(*clients)
@@ -115,6 +135,28 @@ async def test_workers_killed_mid_transaction_leave_no_half_written_data(
     assert interrupted >= 1, "no kill landed inside a transaction; the test proved nothing"
 
 
+def test_a_worker_killed_before_its_metrics_file_was_sized_is_replaced(
+    database_url: str,
+) -> None:
+    """prometheus-client creates a worker's .db file empty and sizes it a moment later; a
+    SIGKILL in between (a real race under load) used to crash the master's main loop in
+    child_exit: no respawn, then exit 255. Here the moment is held with SIGSTOP."""
+    with run_gunicorn(database_url, workers=2) as server:
+        victim = server.worker_pids()[0]
+        os.kill(victim, signal.SIGSTOP)
+        (server.metrics_dir / f"counter_{victim}.db").write_bytes(b"")
+        os.kill(victim, signal.SIGKILL)
+        wait_for(
+            lambda: victim not in server.worker_pids() and len(server.booted_workers()) == 2,
+            timeout=60,
+            what=f"a booted replacement for worker {victim}",
+            seen=server.process_table,
+        )
+        assert httpx.get(server.url + "/livez", timeout=10).status_code == 200
+        assert server.process.poll() is None
+        assert "Unhandled exception in main loop" not in server.log(), server.log()[-3000:]
+
+
 async def test_database_restart_under_load_is_fast_503s_then_recovery(
     pg: OwnPostgres,
 ) -> None:
@@ -127,10 +169,20 @@ async def test_database_restart_under_load_is_fast_503s_then_recovery(
             asyncio.create_task(signups_until(server.url, stop, prefix, outcomes, items=2))
             for _ in range(6)
         ]
-        await asyncio.sleep(1.5)
+        await eventually(
+            lambda: outcomes.statuses[201] >= 10,
+            within=60,
+            what="10 sign-ups before the restart",
+            seen=lambda: dict(outcomes.statuses),
+        )
         await asyncio.to_thread(pg.server.restart)
         restarted_at = time.monotonic()
-        await asyncio.sleep(6)
+        await eventually(
+            lambda: outcomes.last_created > max(restarted_at, outcomes.last_failure) + 1,
+            within=60,
+            what="sign-ups succeeding for a second after the restart",
+            seen=lambda: f"{dict(outcomes.statuses)}, errors {outcomes.errors[-3:]}",
+        )
         stop.set()
         await asyncio.gather(*clients)
         workers_after = server.worker_pids()
@@ -144,8 +196,10 @@ async def test_database_restart_under_load_is_fast_503s_then_recovery(
     assert set(outcomes.statuses) <= {201, 503}, outcomes.statuses
     assert outcomes.errors == []
     assert outcomes.statuses[503] >= 1  # the outage was seen...
-    assert outcomes.slowest_503 < 3.5  # ...as fast failures, not hangs
-    assert outcomes.last_failure - restarted_at < 3  # recovered within seconds
+    # ...as fast failures (1-2 s timeouts, with a busy machine's margin), not hangs (15 s)...
+    assert outcomes.slowest_503 < 8, outcomes.slowest_503
+    # ...and recovered within seconds, not after a worker restart.
+    assert outcomes.last_failure - restarted_at < 15, outcomes.last_failure - restarted_at
     assert workers_after == workers_before  # without restarting any worker
 
 
@@ -160,8 +214,9 @@ async def test_database_down_at_boot_then_ready_without_restart(pg: OwnPostgres)
             assert not_ready.headers["retry-after"] == "1"
             await asyncio.to_thread(pg.server.start)
             started = time.monotonic()
-            while (await http.get("/readyz")).status_code != 200:
-                assert time.monotonic() - started < 10, "never became ready"
+            while (ready := await http.get("/readyz")).status_code != 200:
+                waited = time.monotonic() - started
+                assert waited < 30, f"not ready {waited:.0f} s after the database started: {ready}"
                 await asyncio.sleep(0.2)
             assert (await http.get("/users")).status_code == 200
         assert server.worker_pids() == workers
@@ -180,19 +235,24 @@ async def test_frozen_database_fails_within_timeouts_and_recovers(pg: OwnPostgre
                     response = await http.get(path, headers=account.auth)
                     return response.status_code, time.monotonic() - started
 
-                during = await asyncio.gather(*(timed("/items") for _ in range(6)))
+                waiting = asyncio.gather(*(timed("/items") for _ in range(6)))
+                await asyncio.sleep(0.2)
                 alive = await timed("/livez")
+                during = await waiting
             finally:
                 pg.thaw(frozen)
             started = time.monotonic()
-            while (await http.get("/items", headers=account.auth)).status_code != 200:
-                assert time.monotonic() - started < 15, "did not recover after SIGCONT"
+            while (after := await http.get("/items", headers=account.auth)).status_code != 200:
+                waited = time.monotonic() - started
+                assert waited < 30, f"still {after.status_code} {waited:.0f} s after SIGCONT"
                 await asyncio.sleep(0.2)
     assert {status for status, _ in during} == {503}
-    # Connect/pool timeout (1 s) or command timeout (2 s) bound every request.
-    assert max(seconds for _, seconds in during) < 3
+    # Connect/pool timeout (1 s) or command timeout (2 s) bound every request; the margin is
+    # for a busy machine, a hang would last until the client's 15 s timeout.
+    assert max(seconds for _, seconds in during) < 8, during
+    # /livez needs no database: it answers while the database is frozen.
     assert alive[0] == 200
-    assert alive[1] < 1
+    assert alive[1] < 5, alive
 
 
 async def test_pool_exhaustion_is_fast_503_and_livez_stays_up(pg: OwnPostgres) -> None:
@@ -222,7 +282,12 @@ async def test_pool_exhaustion_is_fast_503_and_livez_stays_up(pg: OwnPostgres) -
                     )
 
                 pending = [asyncio.create_task(update(n)) for n in range(6)]
-                await asyncio.sleep(1.5)
+                await eventually(
+                    lambda: sum(task.done() for task in pending) >= 4,
+                    within=30,
+                    what="4 updates turned away by the exhausted pool",
+                    seen=lambda: [task.result() for task in pending if task.done()],
+                )
                 livez_started = time.monotonic()
                 livez = await http.get("/livez")
                 livez_seconds = time.monotonic() - livez_started
@@ -234,10 +299,12 @@ async def test_pool_exhaustion_is_fast_503_and_livez_stays_up(pg: OwnPostgres) -
     # Two requests hold the pool's two connections (waiting on the row lock); the other
     # four wait for a connection and get 503 after the 1 s pool timeout.
     assert sorted(status for status, _, _ in rejected) == [503] * 4
-    assert all(after == "1" and seconds < 2 for _, seconds, after in rejected)
+    # After the 1 s pool timeout (the margin is for a busy machine; the row lock is held
+    # until after /livez, so a request waiting for it would take far longer).
+    assert all(after == "1" and seconds < 5 for _, seconds, after in rejected), rejected
     assert sorted(status for status, _, _ in finished) == [200, 200, 503, 503, 503, 503]
-    assert livez.status_code == 200
-    assert livez_seconds < 0.5
+    assert livez.status_code == 200  # needs no pooled connection
+    assert livez_seconds < 5
 
 
 async def test_same_name_signup_race_has_exactly_one_winner(pg: OwnPostgres) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -42,6 +43,17 @@ class OwnPostgres:
         for pid in frozen:
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
+
+
+@contextmanager
+def postgres_scratch() -> Iterator[Path]:
+    """A directory for an embedded server's data, outside pytest's tmp_path. Run as root,
+    the server runs as its own user and reaches its data through o+x on every ancestor; but
+    each pytest session that starts (another run on the same machine, as the same user)
+    strips group and other bits from /tmp/pytest-of-<user>. Seen: initdb PANIC "could not
+    open file .../global/pg_control: Permission denied" while four other sessions ran."""
+    with tempfile.TemporaryDirectory(prefix="test-postgres-") as scratch:
+        yield Path(scratch)
 
 
 @contextmanager

@@ -9,15 +9,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 from service.dev.postgres import free_port
-from service.dev.processes import children_of
+from service.dev.processes import children_of, children_with_state
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 GUNICORN = str(Path(sys.executable).parent / "gunicorn")
@@ -33,14 +33,29 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
-def wait_for(predicate: object, *, timeout: float, interval: float = 0.05, what: str) -> None:
-    assert callable(predicate)
+def _timed_out(timeout: float, what: str, seen: Callable[[], object] | None) -> TimeoutError:
+    message = f"timed out after {timeout}s waiting for {what}"
+    if seen is not None:
+        message += f"; last saw: {seen()}"
+    return TimeoutError(message)
+
+
+def wait_for(
+    predicate: Callable[[], object],
+    *,
+    timeout: float,
+    interval: float = 0.05,
+    what: str,
+    seen: Callable[[], object] | None = None,
+) -> None:
+    """Poll `predicate` until true; on timeout say what was awaited and, with `seen`, what
+    the last look found."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
         time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+    raise _timed_out(timeout, what, seen)
 
 
 @dataclass
@@ -67,18 +82,39 @@ class Gunicorn:
         own = _cmdline(self.pid)
         return [pid for pid in children_of(self.pid) if _cmdline(pid) == own]
 
+    def process_table(self) -> str:
+        """For failure messages: the master's state and each child's, and which booted."""
+        code = self.process.poll()
+        master = "up" if code is None else f"exited {code}"
+        own, booted = _cmdline(self.pid), self.booted_pids()
+        children = [
+            f"{pid}:{state}"
+            + ("" if _cmdline(pid) == own else ":other")
+            + (":booted" if pid in booted else "")
+            for pid, state in children_with_state(self.pid).items()
+        ]
+        return f"master {self.pid} {master}; children {children or 'none'}"
+
     def booted_pids(self) -> set[int]:
+        """Every pid that ever logged a finished application startup (dead ones too)."""
         return {int(pid) for pid in _STARTUP_COMPLETE.findall(self.log())}
 
-    def wait_booted(self, workers: int, *, timeout: float = 30) -> list[int]:
+    def booted_workers(self) -> list[int]:
+        """Live workers that finished booting (a booting one accepts no connection yet)."""
+        booted = self.booted_pids()
+        return [pid for pid in self.worker_pids() if pid in booted]
+
+    def wait_booted(self, workers: int, *, timeout: float = 60) -> list[int]:
         def ready() -> bool:
-            live = set(self.worker_pids())
-            return len(live) == workers and live <= self.booted_pids()
+            live = self.worker_pids()
+            return len(live) == workers and len(self.booted_workers()) == workers
 
         try:
-            wait_for(ready, timeout=timeout, what=f"{workers} booted workers")
-        except TimeoutError:
-            raise TimeoutError(f"gunicorn did not boot {workers} workers:\n{self.log()}") from None
+            wait_for(
+                ready, timeout=timeout, what=f"{workers} booted workers", seen=self.process_table
+            )
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}\ngunicorn's log:\n{self.log()[-4000:]}") from None
         return self.worker_pids()
 
     def send(self, signum: signal.Signals) -> None:
@@ -160,18 +196,82 @@ def run_gunicorn(
             server.stop()
 
 
+@contextmanager
+def paused(pids: Iterable[int]) -> Iterator[None]:
+    """SIGSTOP these processes for the block. A paused worker accepts no connection, so the
+    kernel must hand new ones to the workers left running: which worker serves a connection
+    then no longer depends on who wins the accept race on a busy machine."""
+    stopped: list[int] = []
+    try:
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+            stopped.append(pid)
+        yield
+    finally:
+        for pid in stopped:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+async def served_by(server: Gunicorn, worker: int) -> bool:
+    """Whether `worker` accepts and answers a fresh connection while the others are paused."""
+    others = [pid for pid in server.worker_pids() if pid != worker]
+    with paused(others):
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            response = await http.get("/livez", headers={"Connection": "close"})
+    return response.headers["x-worker-id"] == str(worker)
+
+
+async def one_response_from_each_worker(
+    server: Gunicorn, send: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]
+) -> dict[int, httpx.Response]:
+    """Send on fresh connections until every worker has answered one, pausing (SIGSTOP)
+    each worker once it has answered, so the next connection must go to another.
+
+    Which idle worker accepts a connection from the shared listening socket is up to the
+    kernel's wakeups and the scheduler: on a busy machine one worker may lose that race
+    hundreds of times in a row. Pausing the winners makes the check deterministic: it
+    proves every worker accepts and serves, whatever the load."""
+    workers = server.worker_pids()
+    answered: dict[int, httpx.Response] = {}
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            while len(answered) < len(workers):
+                try:
+                    response = await send(http)
+                except httpx.TimeoutException:
+                    raise AssertionError(
+                        f"no answer within 30 s with workers {sorted(answered)} paused; "
+                        f"{server.process_table()}"
+                    ) from None
+                worker = int(response.headers["x-worker-id"])
+                assert worker in workers, (worker, server.process_table())
+                assert worker not in answered, f"paused worker {worker} answered again"
+                answered[worker] = response
+                os.kill(worker, signal.SIGSTOP)
+    finally:
+        for worker in answered:
+            os.kill(worker, signal.SIGCONT)
+    return answered
+
+
 def get(server: Gunicorn, path: str, **kwargs: object) -> httpx.Response:
     return httpx.get(server.url + path, timeout=5, **kwargs)  # type: ignore[arg-type]
 
 
-async def eventually(predicate: object, *, within: float, what: str) -> None:
+async def eventually(
+    predicate: Callable[[], object],
+    *,
+    within: float,
+    what: str,
+    seen: Callable[[], object] | None = None,
+) -> None:
     """Like wait_for, but yields to the event loop (load keeps running meanwhile)."""
     import asyncio
 
-    assert callable(predicate)
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if predicate():
             return
         await asyncio.sleep(0.1)
-    raise TimeoutError(f"timed out after {within}s waiting for {what}")
+    raise _timed_out(within, what, seen)
