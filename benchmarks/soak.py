@@ -100,8 +100,8 @@ def soak(harness: Harness, minutes: int) -> dict[str, Any]:
                 f"{sample.open_fds}"
             )
             if sample.rps > 0:  # steer the next minute toward the target rate
-                cycle_ms = 1000 * connections / sample.rps
-                pause_ms = max(0.0, pause_ms + cycle_ms - 1000 * connections / target)
+                cycle_ms = 1000 * connections / sample.rps  # latency + pause, per connection
+                pause_ms = max(0.0, pause_ms + 1000 * connections / target - cycle_ms)
     finally:
         server.stop()
     return {
