@@ -36,7 +36,7 @@ def _db_errors(kind: str) -> float:
 @pytest.fixture
 async def unreachable_client() -> AsyncIterator[httpx.AsyncClient]:
     dead_url = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/postgres"
-    app = create_app(make_settings(dead_url, db_connect_timeout_seconds=1))
+    app = create_app(make_settings(dead_url, db_connect_timeout_seconds=1, retry_after_seconds=7))
     async for http in _client_for(app):
         yield http
 
@@ -48,11 +48,12 @@ async def test_database_down_means_fast_503_with_retry_after(
     response = await unreachable_client.get("/users")
     assert time.monotonic() - started < 3
     assert response.status_code == 503
-    assert response.headers["retry-after"] == "1"
+    assert response.headers["retry-after"] == "7"  # RETRY_AFTER_SECONDS
     assert response.json()["detail"] == "Service temporarily unavailable, retry later"
     assert (await unreachable_client.get("/livez")).status_code == 200
     ready = await unreachable_client.get("/readyz")
     assert ready.status_code == 503
+    assert ready.headers["retry-after"] == "7"
 
 
 async def test_pool_exhaustion_is_503_within_the_pool_timeout(database_url: str) -> None:
