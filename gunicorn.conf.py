@@ -148,7 +148,7 @@ def pre_fork(server: _Arbiter, worker: _Worker) -> None:
 def post_fork(server: _Arbiter, worker: _Worker) -> None:
     # Runs in the child: the slot labels this worker's metrics. The app (and its engine)
     # is created after this, so no pool ever crosses the fork, even with preload_app.
-    _os.environ["SERVICE_WORKER_SLOT"] = str(worker.slot)
+    _os.environ[_deployment.WORKER_SLOT_ENV] = str(worker.slot)
 
 
 def post_worker_init(worker: _Worker) -> None:

@@ -17,6 +17,9 @@ from typing import Any
 from service.core.settings import Settings
 from service.core.urls import plain_dsn
 
+# Set by gunicorn.conf.py's post_fork, read once per worker by service.core.metrics.
+WORKER_SLOT_ENV = "SERVICE_WORKER_SLOT"
+
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _METRICS_DIR_OWNER_ENV = "SERVICE_METRICS_DIR_MASTER_PID"
 # Connections kept free beyond PostgreSQL's superuser reserve: migrations, psql, monitoring.

@@ -12,15 +12,11 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from service.core import sqlstates
 from service.core.db import RetriesExhaustedError, sqlstate_of
 from service.core.metrics import DB_ERRORS
 
 logger = logging.getLogger("service.errors")
-
-QUERY_CANCELED = "57014"  # statement_timeout
-# Class 08 (connection exception), 53 (insufficient resources), 57P (operator intervention:
-# shutdown, cannot connect now): the database is unavailable, not the request wrong.
-_UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "53", "57P")
 
 
 FASTAPI_BODY_PARSE_ERROR = "There was an error parsing the body"
@@ -49,7 +45,7 @@ def is_database_unavailable(exc: BaseException) -> bool:
         if exc.connection_invalidated or isinstance(exc, InterfaceError):
             return True
         state = sqlstate_of(exc) or ""
-        return state == QUERY_CANCELED or state.startswith(_UNAVAILABLE_SQLSTATE_PREFIXES)
+        return state == sqlstates.QUERY_CANCELED or state.startswith(sqlstates.UNAVAILABLE_PREFIXES)
     # asyncpg raises these directly while connecting (refused, timed out, reset).
     return isinstance(exc, OSError | TimeoutError)
 
@@ -59,7 +55,7 @@ def unavailable_reason(exc: BaseException) -> str:
         return "pool_timeout"
     if isinstance(exc, RetriesExhaustedError):
         return "retries_exhausted"
-    if isinstance(exc, DBAPIError) and sqlstate_of(exc) == QUERY_CANCELED:
+    if isinstance(exc, DBAPIError) and sqlstate_of(exc) == sqlstates.QUERY_CANCELED:
         return "statement_timeout"
     if isinstance(exc, TimeoutError):
         return "timeout"  # asyncpg's connect or command timeout

@@ -15,7 +15,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from service.app import create_app
-from service.core.db import DEADLOCK_DETECTED, commit_with_retry
+from service.core.db import commit_with_retry
+from service.core.sqlstates import DEADLOCK_DETECTED
 from service.dev.postgres import free_port
 from tests.conftest import make_settings
 from tests.support.api import signup
@@ -110,7 +111,6 @@ async def test_real_deadlocks_are_retried_until_both_commit(database_url: str) -
 
         async def cross(first: int, second: int, value: int) -> None:
             async with sessions() as session:
-                session.info["retry_attempts"] = 5
                 attempt = 0
 
                 async def work(s: AsyncSession = session) -> None:
@@ -127,7 +127,7 @@ async def test_real_deadlocks_are_retried_until_both_commit(database_url: str) -
                         {"v": value, "id": second},
                     )
 
-                await commit_with_retry(session, work, on_retry=retries.append)
+                await commit_with_retry(session, work, attempts=5, on_retry=retries.append)
 
         await asyncio.wait_for(asyncio.gather(cross(1, 2, 10), cross(2, 1, 20)), timeout=20)
         async with engine.connect() as check:
