@@ -19,26 +19,32 @@ from service.core.settings import load_settings as _load_settings
 _METRICS_DIR = _deployment.prepare_metrics_dir()
 
 # --- Settings ----------------------------------------------------------------------------
-wsgi_app = _os.environ.get("APP_MODULE", "service.app:create_app()")
+# The one settings model (service/core/settings.py), validated once here: an impossible
+# value stops the master with one clear line (exit 2) before anything forks.
+try:
+    _settings = _load_settings()
+except _ConfigurationError as _exc:
+    print(f"refusing to start: {_exc}", file=_sys.stderr)
+    raise SystemExit(2) from None
+
+wsgi_app = _settings.app_module
 worker_class = "service.core.worker.ServiceWorker"
-bind = _os.environ.get("BIND", "0.0.0.0:8000").split(",")
-workers = _deployment.env_int(
-    "WEB_CONCURRENCY", _deployment.default_workers(_os.cpu_count()), minimum=1
-)
-timeout = _deployment.env_int("TIMEOUT", 30, minimum=1)
-graceful_timeout = _deployment.env_int("GRACEFUL_TIMEOUT", 20, minimum=1)
-keepalive = _deployment.env_int("KEEPALIVE", 5, minimum=1)
-max_requests = _deployment.env_int("MAX_REQUESTS", 0)
-max_requests_jitter = _deployment.env_int("MAX_REQUESTS_JITTER", 0)
-backlog = _deployment.env_int("BACKLOG", 2048, minimum=1)
-forwarded_allow_ips = _os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
-preload_app = _os.environ.get("PRELOAD_APP", "false").lower() in {"1", "true", "yes"}
-loglevel = _os.environ.get("LOG_LEVEL", "info").lower()
+bind = _settings.bind.split(",")
+workers = _settings.workers
+timeout = _settings.timeout
+graceful_timeout = _settings.graceful_timeout
+keepalive = _settings.keepalive
+max_requests = _settings.max_requests
+max_requests_jitter = _settings.max_requests_jitter
+backlog = _settings.backlog
+forwarded_allow_ips = _settings.forwarded_allow_ips
+preload_app = _settings.preload_app
+loglevel = _settings.log_level.lower()
 # Workers heartbeat through a file here: keep it on tmpfs (containers mount /dev/shm).
-worker_tmp_dir = _os.environ.get("WORKER_TMP_DIR") or None
+worker_tmp_dir = _settings.worker_tmp_dir or None
 # Gunicorn >= 25 opens a control socket under ~/.gunicorn by default. Off unless asked for,
 # so several instances (and read-only homes) never collide; CONTROL_SOCKET=path enables it.
-control_socket = _os.environ.get("CONTROL_SOCKET", "")
+control_socket = _settings.control_socket
 control_socket_disable = not control_socket
 # The app logs one JSON line per request itself (it knows the route and the worker slot).
 accesslog = None
@@ -68,33 +74,23 @@ logconfig_dict = {
     },
 }
 
-# Optional: the master also serves the all-workers aggregate on its own port (host:port).
-_METRICS_BIND = _os.environ.get("METRICS_BIND", "")
-_RESERVE = _deployment.env_int("DB_CONNECTION_RESERVE", _deployment.DEFAULT_CONNECTION_RESERVE)
-# Read by the worker class (service/core/worker.py); checked here so a bad value stops the
-# master with one clear line instead of failing every worker's boot.
-_HEADER_TIMEOUT = _deployment.header_timeout()
-_LIMIT_CONCURRENCY = _deployment.limit_concurrency()
-
 
 # --- Hooks -------------------------------------------------------------------------------
 def on_starting(server: _Arbiter) -> None:
     """Master, once, before forking: refuse impossible configurations with a clear message."""
-    try:
-        settings = _load_settings()
-    except _ConfigurationError as exc:
-        server.log.error("refusing to start: %s", exc)
-        _sys.exit(2)
+    settings = _settings
     server.log.info("metrics directory: %s", _METRICS_DIR)
     server.log.info(
         "clients: %ds to send complete request headers, %ds keep-alive idle, "
         "at most %s connections per worker",
-        _HEADER_TIMEOUT,
+        settings.header_timeout,
         keepalive,
-        _LIMIT_CONCURRENCY or "unlimited",
+        settings.limit_concurrency or "unlimited",
     )
-    if _LIMIT_CONCURRENCY:
-        needed = _LIMIT_CONCURRENCY + settings.connections_per_worker + _deployment.FD_RESERVE
+    if settings.limit_concurrency:
+        needed = (
+            settings.limit_concurrency + settings.connections_per_worker + _deployment.FD_RESERVE
+        )
         allowed = _deployment.raise_fd_limit(needed)
         if allowed < needed:
             server.log.warning(
@@ -116,7 +112,7 @@ def on_starting(server: _Arbiter) -> None:
             server.cfg.workers * settings.connections_per_worker,
         )
         return
-    budget = _deployment.connection_budget(settings, server.cfg.workers, _RESERVE)
+    budget = _deployment.connection_budget(settings, server.cfg.workers)
     if budget.available is None:
         server.log.warning("%s; starting anyway, /readyz reports the database", budget.describe())
     else:
@@ -134,11 +130,13 @@ def on_starting(server: _Arbiter) -> None:
 
 def when_ready(server: _Arbiter) -> None:
     server.log.info("listening; %d workers booting", server.cfg.workers)
-    if _METRICS_BIND:
+    if _settings.metrics_bind:
         server.metrics_server = _subprocess.Popen(
-            [_sys.executable, "-m", "service.core.metrics_server", "--bind", _METRICS_BIND]
+            [_sys.executable, "-m", "service.core.metrics_server", "--bind", _settings.metrics_bind]
         )
-        server.log.info("aggregate metrics also served on http://%s/metrics", _METRICS_BIND)
+        server.log.info(
+            "aggregate metrics also served on http://%s/metrics", _settings.metrics_bind
+        )
 
 
 def pre_fork(server: _Arbiter, worker: _Worker) -> None:
@@ -148,7 +146,7 @@ def pre_fork(server: _Arbiter, worker: _Worker) -> None:
 def post_fork(server: _Arbiter, worker: _Worker) -> None:
     # Runs in the child: the slot labels this worker's metrics. The app (and its engine)
     # is created after this, so no pool ever crosses the fork, even with preload_app.
-    _os.environ["SERVICE_WORKER_SLOT"] = str(worker.slot)
+    _os.environ[_deployment.WORKER_SLOT_ENV] = str(worker.slot)
 
 
 def post_worker_init(worker: _Worker) -> None:

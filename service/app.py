@@ -75,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(
         RequestObservation,
+        retry_after_seconds=settings.retry_after_seconds,
         worker_header=settings.worker_id_header,
         metrics_enabled=settings.metrics_enabled,
         access_log=settings.access_log,

@@ -19,6 +19,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from service.core import sqlstates
 from service.core.metrics import DB_CHECKOUT_WAIT
 from service.core.settings import Settings
 
@@ -26,9 +27,6 @@ T = TypeVar("T")
 # A result row of any shape (Row is generic over its column types).
 AnyRow: TypeAlias = Row[*tuple[Any, ...]]
 
-SERIALIZATION_FAILURE = "40001"
-DEADLOCK_DETECTED = "40P01"
-RETRYABLE_SQLSTATES = frozenset({SERIALIZATION_FAILURE, DEADLOCK_DETECTED})
 MAX_BACKOFF_SECONDS = 0.5
 
 
@@ -163,9 +161,6 @@ class Database:
 class UnitOfWork(Protocol):
     """What `commit_with_retry` needs: an AsyncConnection or an AsyncSession."""
 
-    @property
-    def info(self) -> dict[Any, Any]: ...
-
     async def commit(self) -> None: ...
 
     async def rollback(self) -> None: ...
@@ -175,14 +170,12 @@ async def commit_with_retry(
     transaction: UnitOfWork,
     work: Callable[[], Awaitable[T]],
     *,
+    attempts: int,
     on_retry: Callable[[str], None] | None = None,
-    attempts: int | None = None,
 ) -> T:
     """Run `work` and commit; on a serialization failure or deadlock, roll back and run it
-    again (bounded, with jittered backoff). Raises RetriesExhaustedError past the bound.
-    `attempts` defaults to `transaction.info["retry_attempts"]`, else 3."""
-    if attempts is None:
-        attempts = transaction.info.get("retry_attempts", 3)
+    again, `attempts` times at most (DB_RETRY_ATTEMPTS), with jittered backoff. Raises
+    RetriesExhaustedError past the bound."""
     for attempt in range(1, attempts + 1):
         try:
             result = await work()
@@ -191,7 +184,7 @@ async def commit_with_retry(
         except DBAPIError as exc:
             await transaction.rollback()
             state = sqlstate_of(exc)
-            if state not in RETRYABLE_SQLSTATES:
+            if state not in sqlstates.RETRYABLE:
                 raise
             if on_retry is not None:
                 on_retry(state)

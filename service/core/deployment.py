@@ -17,40 +17,11 @@ from typing import Any
 from service.core.settings import Settings
 from service.core.urls import plain_dsn
 
+# Set by gunicorn.conf.py's post_fork, read once per worker by service.core.metrics.
+WORKER_SLOT_ENV = "SERVICE_WORKER_SLOT"
+
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _METRICS_DIR_OWNER_ENV = "SERVICE_METRICS_DIR_MASTER_PID"
-# Connections kept free beyond PostgreSQL's superuser reserve: migrations, psql, monitoring.
-DEFAULT_CONNECTION_RESERVE = 5
-# Seconds a client has to deliver a request's complete headers (from connecting, or from
-# the first byte of a later request on a kept-alive connection).
-DEFAULT_HEADER_TIMEOUT = 10
-# Connections (or requests in progress) one worker serves before answering 503.
-DEFAULT_LIMIT_CONCURRENCY = 1000
-
-
-def env_int(name: str, default: int, *, minimum: int = 0) -> int:
-    """An integer gunicorn setting from the environment; exits with one clear line if bad."""
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SystemExit(f"refusing to start: {name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise SystemExit(f"refusing to start: {name} must be >= {minimum}, got {value}")
-    return value
-
-
-def header_timeout() -> int:
-    return env_int("HEADER_TIMEOUT", DEFAULT_HEADER_TIMEOUT, minimum=1)
-
-
-def limit_concurrency() -> int | None:
-    """LIMIT_CONCURRENCY=0 turns the limit off."""
-    return env_int("LIMIT_CONCURRENCY", DEFAULT_LIMIT_CONCURRENCY) or None
-
-
 # Descriptors a worker holds besides its clients: pool connections come on top of these.
 FD_RESERVE = 64
 
@@ -65,11 +36,6 @@ def raise_fd_limit(needed: int) -> int:
     if target > soft:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     return max(target, soft)
-
-
-def default_workers(cpu_count: int | None, cap: int = 8) -> int:
-    """One asyncio worker saturates one core; more only add switching and connections."""
-    return max(1, min(cpu_count or 1, cap))
 
 
 def prepare_metrics_dir() -> str:
@@ -140,9 +106,10 @@ async def _server_limits(database_url: str, connect_seconds: float) -> tuple[int
     return max_connections, superuser_reserved
 
 
-def connection_budget(settings: Settings, workers: int, reserve: int) -> ConnectionBudget:
+def connection_budget(settings: Settings, workers: int) -> ConnectionBudget:
     """Ask the database for its limit with one short-lived connection (closed before any
     fork). An unreachable database is not fatal: workers boot and /readyz reports it."""
+    reserve = settings.db_connection_reserve
     try:
         max_connections, superuser_reserved = asyncio.run(
             _server_limits(settings.database_url, settings.db_connect_timeout_seconds)

@@ -12,15 +12,11 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from service.core import sqlstates
 from service.core.db import RetriesExhaustedError, sqlstate_of
 from service.core.metrics import DB_ERRORS
 
 logger = logging.getLogger("service.errors")
-
-QUERY_CANCELED = "57014"  # statement_timeout
-# Class 08 (connection exception), 53 (insufficient resources), 57P (operator intervention:
-# shutdown, cannot connect now): the database is unavailable, not the request wrong.
-_UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "53", "57P")
 
 
 FASTAPI_BODY_PARSE_ERROR = "There was an error parsing the body"
@@ -49,7 +45,7 @@ def is_database_unavailable(exc: BaseException) -> bool:
         if exc.connection_invalidated or isinstance(exc, InterfaceError):
             return True
         state = sqlstate_of(exc) or ""
-        return state == QUERY_CANCELED or state.startswith(_UNAVAILABLE_SQLSTATE_PREFIXES)
+        return state == sqlstates.QUERY_CANCELED or state.startswith(sqlstates.UNAVAILABLE_PREFIXES)
     # asyncpg raises these directly while connecting (refused, timed out, reset).
     return isinstance(exc, OSError | TimeoutError)
 
@@ -59,20 +55,38 @@ def unavailable_reason(exc: BaseException) -> str:
         return "pool_timeout"
     if isinstance(exc, RetriesExhaustedError):
         return "retries_exhausted"
-    if isinstance(exc, DBAPIError) and sqlstate_of(exc) == QUERY_CANCELED:
+    if isinstance(exc, DBAPIError) and sqlstate_of(exc) == sqlstates.QUERY_CANCELED:
         return "statement_timeout"
     if isinstance(exc, TimeoutError):
         return "timeout"  # asyncpg's connect or command timeout
     return "disconnect"
 
 
+def unavailable(reason: str, *, retry_after_seconds: int) -> JSONResponse:
+    return JSONResponse(
+        {"detail": "Service temporarily unavailable, retry later", "reason": reason},
+        status_code=503,
+        headers={"Retry-After": str(retry_after_seconds)},
+    )
+
+
+def unexpected_error_response(
+    exc: Exception, *, method: str, path: str, retry_after_seconds: int
+) -> JSONResponse:
+    """The one answer to an exception no handler claimed: 503 when the database is
+    unavailable (counted by kind), else 500 with the traceback in the log, never the body."""
+    if is_database_unavailable(exc):
+        reason = unavailable_reason(exc)
+        DB_ERRORS.labels(kind=reason).inc()
+        logger.warning("database unavailable (%s): %s", reason, type(exc).__name__)
+        return unavailable(reason, retry_after_seconds=retry_after_seconds)
+    logger.error("unhandled error on %s %s", method, path, exc_info=exc)
+    return JSONResponse({"detail": "Internal server error"}, status_code=500)
+
+
 def install_error_handlers(app: FastAPI, *, retry_after_seconds: int) -> None:
-    def unavailable(reason: str) -> JSONResponse:
-        return JSONResponse(
-            {"detail": "Service temporarily unavailable, retry later", "reason": reason},
-            status_code=503,
-            headers={"Retry-After": str(retry_after_seconds)},
-        )
+    """Errors with an answer of their own. Anything else reaches RequestObservation, the
+    outermost middleware, which answers it with `unexpected_error_response`."""
 
     async def on_http_exception(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
@@ -87,16 +101,7 @@ def install_error_handlers(app: FastAPI, *, retry_after_seconds: int) -> None:
 
     async def on_service_unavailable(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ServiceUnavailableError)
-        return unavailable(exc.reason)
-
-    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-        if is_database_unavailable(exc):
-            reason = unavailable_reason(exc)
-            DB_ERRORS.labels(kind=reason).inc()
-            logger.warning("database unavailable (%s): %s", reason, type(exc).__name__)
-            return unavailable(reason)
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": "Internal server error"}, status_code=500)
+        return unavailable(exc.reason, retry_after_seconds=retry_after_seconds)
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -109,7 +114,3 @@ def install_error_handlers(app: FastAPI, *, retry_after_seconds: int) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http_exception)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(ServiceUnavailableError, on_service_unavailable)
-    # Registered on Exception so Starlette's ServerErrorMiddleware answers JSON, never text.
-    for exc_type in (DBAPIError, PoolTimeoutError, RetriesExhaustedError, OSError, TimeoutError):
-        app.add_exception_handler(exc_type, on_unexpected)
-    app.add_exception_handler(Exception, on_unexpected)

@@ -23,9 +23,10 @@ from prometheus_client import (
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.core import sqlstates
+from service.core.deployment import WORKER_SLOT_ENV
 from service.core.metrics_files import aggregate_registry
 
-WORKER_SLOT_ENV = "SERVICE_WORKER_SLOT"
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 DB_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 HASH_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)
@@ -118,7 +119,8 @@ def multiprocess_dir() -> str | None:
 
 
 def record_db_retry(sqlstate: str) -> None:
-    DB_ERRORS.labels(kind="deadlock_retry" if sqlstate == "40P01" else "serialization_retry").inc()
+    kind = "deadlock_retry" if sqlstate == sqlstates.DEADLOCK_DETECTED else "serialization_retry"
+    DB_ERRORS.labels(kind=kind).inc()
 
 
 def record_worker_start() -> None:

@@ -13,9 +13,9 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.core import metrics
+from service.core.errors import unexpected_error_response
 
 access_logger = logging.getLogger("service.access")
-error_logger = logging.getLogger("service.errors")
 
 _REQUEST_ID_MAX = 128
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
@@ -78,9 +78,11 @@ class _Series:
 
 @dataclass(slots=True)
 class RequestObservation:
-    """Request id, worker header, security headers, metrics and one JSON access-log line."""
+    """Request id, worker header, security headers, metrics, one JSON access-log line, and
+    the answer to any exception no handler claimed (the outermost middleware)."""
 
     app: ASGIApp
+    retry_after_seconds: int
     worker_header: bool
     metrics_enabled: bool
     access_log: bool
@@ -115,14 +117,18 @@ class RequestObservation:
             series.in_progress.inc()
         try:
             await self.app(scope, receive, send_with_headers)
-        except Exception:
-            # Answer here rather than let the exception reach the server: uvicorn closes a
-            # keep-alive connection whose app raised, and the client's next request on it
-            # would fail. The traceback goes to the log, never to the client.
+        except Exception as exc:
+            # The one place an unclaimed exception is answered (503 or 500). Here, rather
+            # than in the server: uvicorn closes a keep-alive connection whose app raised,
+            # and the client's next request on it would fail. Tracebacks go to the log only.
             if response_started:
                 raise
-            error_logger.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            await _send_json(send_with_headers, 500, {"detail": "Internal server error"})
+            await unexpected_error_response(
+                exc,
+                method=scope["method"],
+                path=scope["path"],
+                retry_after_seconds=self.retry_after_seconds,
+            )(scope, receive, send_with_headers)
         finally:
             duration = time.perf_counter() - started
             route = scope.get("route")

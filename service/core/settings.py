@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -16,10 +17,44 @@ class ConfigurationError(RuntimeError):
     """The configuration cannot work; the message says what to change."""
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+_CONFIG = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
 
-    environment: Literal["development", "test", "production"] = "development"
+
+class ServerSettings(BaseSettings):
+    """How gunicorn runs the workers (gunicorn.conf.py reads these) and bounds clients."""
+
+    model_config = _CONFIG
+
+    bind: str = Field(default="0.0.0.0:8000", description="Comma-separated listen addresses.")
+    web_concurrency: int | None = Field(
+        default=None, ge=1, description="Worker processes; default: the CPU count, up to 8."
+    )
+    timeout: int = Field(default=30, ge=1, description="Heartbeat timeout of a worker (s).")
+    graceful_timeout: int = Field(default=20, ge=1)
+    keepalive: int = Field(default=5, ge=1, description="Idle keep-alive connection (s).")
+    max_requests: int = Field(default=0, ge=0)
+    max_requests_jitter: int = Field(default=0, ge=0)
+    backlog: int = Field(default=2048, ge=1)
+    forwarded_allow_ips: str = "127.0.0.1"
+    preload_app: bool = False
+    log_level: str = "info"
+    worker_tmp_dir: str = Field(default="", description="Heartbeat files; empty: system tmp.")
+    control_socket: str = Field(default="", description="gunicorn's control socket; empty: off.")
+    app_module: str = "service.app:create_app()"
+    metrics_bind: str = Field(default="", description="host:port of the master's /metrics.")
+    # Seconds a client has to deliver a request's complete headers (from connecting, or from
+    # the first byte of a later request on a kept-alive connection).
+    header_timeout: int = Field(default=10, ge=1)
+    limit_concurrency: int = Field(
+        default=1000, ge=0, description="Connections per worker before 503; 0: no limit."
+    )
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    retry_after_seconds: int = Field(default=1, ge=1, le=300)
+
+
+class DatabaseSettings(BaseSettings):
+    model_config = _CONFIG
+
     database_url: str = Field(
         default="postgresql+asyncpg://postgres@127.0.0.1:5432/postgres",
         description="SQLAlchemy URL; must use the asyncpg driver.",
@@ -38,7 +73,24 @@ class Settings(BaseSettings):
         default=False, description="Connect through PgBouncer in transaction mode."
     )
     readiness_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
-    retry_after_seconds: int = Field(default=1, ge=1, le=300)
+    db_connection_reserve: int = Field(
+        default=5, ge=0, description="Connections kept free for migrations and admins."
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _require_asyncpg(cls, value: str) -> str:
+        if not value.startswith("postgresql+asyncpg://"):
+            raise ValueError("DATABASE_URL must start with postgresql+asyncpg://")
+        return value
+
+    @property
+    def connections_per_worker(self) -> int:
+        return self.db_pool_size + self.db_max_overflow
+
+
+class AuthSettings(BaseSettings):
+    model_config = _CONFIG
 
     jwt_secret_key: SecretStr = SecretStr(DEV_JWT_SECRET)
     jwt_audience: str = "service-api"
@@ -63,7 +115,10 @@ class Settings(BaseSettings):
     # Expired and ended sessions and old throttling windows are deleted in the background.
     session_cleanup_interval_seconds: float = Field(default=300.0, gt=0, le=86_400)
     session_cleanup_batch: int = Field(default=1000, ge=1, le=100_000)
-    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+
+
+class ObservabilitySettings(BaseSettings):
+    model_config = _CONFIG
 
     worker_id_header: bool = True
     docs_enabled: bool | None = Field(
@@ -75,12 +130,14 @@ class Settings(BaseSettings):
     )
     access_log: bool = True
 
-    @field_validator("database_url")
-    @classmethod
-    def _require_asyncpg(cls, value: str) -> str:
-        if not value.startswith("postgresql+asyncpg://"):
-            raise ValueError("DATABASE_URL must start with postgresql+asyncpg://")
-        return value
+
+class Settings(ServerSettings, DatabaseSettings, AuthSettings, ObservabilitySettings):
+    """Every setting, validated once per process; one environment variable per field (the
+    field's name in upper case). Grouped by what they configure, flat to read."""
+
+    model_config = _CONFIG
+
+    environment: Literal["development", "test", "production"] = "development"
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret_in_production(self) -> Settings:
@@ -103,8 +160,9 @@ class Settings(BaseSettings):
         return self.docs_enabled
 
     @property
-    def connections_per_worker(self) -> int:
-        return self.db_pool_size + self.db_max_overflow
+    def workers(self) -> int:
+        """One asyncio worker saturates one core; more only add switching and connections."""
+        return self.web_concurrency or max(1, min(os.cpu_count() or 1, 8))
 
 
 def load_settings() -> Settings:

@@ -9,7 +9,6 @@ from typing import Any, ClassVar
 
 from uvicorn_worker import UvicornWorker
 
-from service.core import deployment
 from service.core.protocol import BoundedHttpToolsProtocol
 from service.core.settings import load_settings
 
@@ -28,10 +27,11 @@ class ServiceWorker(UvicornWorker):  # type: ignore[misc]  # untyped base
         # uvicorn-worker passes keepalive, max_requests and timeout, but not these.
         self.config.timeout_graceful_shutdown = self.cfg.graceful_timeout
         # httptools, with a header deadline and a JSON 503 past the connection limit.
+        settings = load_settings()  # validated by the master before it forked
         self.config.http = BoundedHttpToolsProtocol.configured(
-            header_timeout=deployment.header_timeout(),
-            connection_limit=deployment.limit_concurrency(),
-            retry_after_seconds=load_settings().retry_after_seconds,
+            header_timeout=settings.header_timeout,
+            connection_limit=settings.limit_concurrency or None,
+            retry_after_seconds=settings.retry_after_seconds,
         )
 
     def init_signals(self) -> None:

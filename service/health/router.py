@@ -33,6 +33,6 @@ async def readyz(request: Request) -> Response:
         return JSONResponse(
             {"detail": "database unavailable", "status": "unavailable"},
             status_code=503,
-            headers={"Retry-After": "1"},
+            headers={"Retry-After": str(request.app.state.settings.retry_after_seconds)},
         )
     return JSONResponse({"status": "ok"})

@@ -78,10 +78,10 @@ def _start_expecting_refusal(env: dict[str, str]) -> subprocess.CompletedProcess
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"WEB_CONCURRENCY": "0"}, "WEB_CONCURRENCY must be >= 1"),
-        ({"TIMEOUT": "soon"}, "TIMEOUT must be an integer"),
-        ({"HEADER_TIMEOUT": "0"}, "HEADER_TIMEOUT must be >= 1"),
-        ({"LIMIT_CONCURRENCY": "many"}, "LIMIT_CONCURRENCY must be an integer"),
+        ({"WEB_CONCURRENCY": "0"}, "WEB_CONCURRENCY: Input should be greater than or equal to 1"),
+        ({"TIMEOUT": "soon"}, "TIMEOUT: Input should be a valid integer"),
+        ({"HEADER_TIMEOUT": "0"}, "HEADER_TIMEOUT: Input should be greater than or equal to 1"),
+        ({"LIMIT_CONCURRENCY": "many"}, "LIMIT_CONCURRENCY: Input should be a valid integer"),
         ({"DB_POOL_SIZE": "lots"}, "DB_POOL_SIZE"),
         ({"ENVIRONMENT": "production"}, "JWT_SECRET_KEY"),
     ],
@@ -93,7 +93,7 @@ def test_impossible_configuration_is_refused_clearly(
         env = gunicorn_env(database_url, 1, Path(scratch), **overrides)
         env.pop("JWT_SECRET_KEY", None)
         result = _start_expecting_refusal(env)
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert "refusing to start" in result.stderr + result.stdout
     assert message in result.stderr + result.stdout
     assert "Traceback" not in result.stderr

@@ -15,7 +15,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from service.app import create_app
-from service.core.db import DEADLOCK_DETECTED, commit_with_retry
+from service.core.db import commit_with_retry
+from service.core.sqlstates import DEADLOCK_DETECTED
 from service.dev.postgres import free_port
 from tests.conftest import make_settings
 from tests.support.api import signup
@@ -36,7 +37,7 @@ def _db_errors(kind: str) -> float:
 @pytest.fixture
 async def unreachable_client() -> AsyncIterator[httpx.AsyncClient]:
     dead_url = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/postgres"
-    app = create_app(make_settings(dead_url, db_connect_timeout_seconds=1))
+    app = create_app(make_settings(dead_url, db_connect_timeout_seconds=1, retry_after_seconds=7))
     async for http in _client_for(app):
         yield http
 
@@ -48,11 +49,12 @@ async def test_database_down_means_fast_503_with_retry_after(
     response = await unreachable_client.get("/users")
     assert time.monotonic() - started < 3
     assert response.status_code == 503
-    assert response.headers["retry-after"] == "1"
+    assert response.headers["retry-after"] == "7"  # RETRY_AFTER_SECONDS
     assert response.json()["detail"] == "Service temporarily unavailable, retry later"
     assert (await unreachable_client.get("/livez")).status_code == 200
     ready = await unreachable_client.get("/readyz")
     assert ready.status_code == 503
+    assert ready.headers["retry-after"] == "7"
 
 
 async def test_pool_exhaustion_is_503_within_the_pool_timeout(database_url: str) -> None:
@@ -109,7 +111,6 @@ async def test_real_deadlocks_are_retried_until_both_commit(database_url: str) -
 
         async def cross(first: int, second: int, value: int) -> None:
             async with sessions() as session:
-                session.info["retry_attempts"] = 5
                 attempt = 0
 
                 async def work(s: AsyncSession = session) -> None:
@@ -126,7 +127,7 @@ async def test_real_deadlocks_are_retried_until_both_commit(database_url: str) -
                         {"v": value, "id": second},
                     )
 
-                await commit_with_retry(session, work, on_retry=retries.append)
+                await commit_with_retry(session, work, attempts=5, on_retry=retries.append)
 
         await asyncio.wait_for(asyncio.gather(cross(1, 2, 10), cross(2, 1, 20)), timeout=20)
         async with engine.connect() as check:
