@@ -151,8 +151,12 @@ def served(image: Image, image_database: str) -> Iterator[tuple[Container, str]]
         "BIND": f"127.0.0.1:{port}",
         "WEB_CONCURRENCY": str(WORKERS),
         "ACCESS_LOG": "false",
-        # Cost 14 makes each sign-up a naturally slow request (about a second here).
+        # Cost 14 makes each sign-up a naturally slow request (about a second here). Two
+        # hashing slots per worker and a long queue: the stop test's four sign-ups all run
+        # (hash admission is tested on its own, in test_hash_admission.py).
         "BCRYPT_ROUNDS": "14",
+        "HASH_CONCURRENCY": "2",
+        "HASH_QUEUE_TIMEOUT_SECONDS": "30",
     }
     with running_container(image.id, environment) as container:
         try:
