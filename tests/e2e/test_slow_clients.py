@@ -157,14 +157,22 @@ async def test_thousands_of_slow_clients_are_cut_off_while_others_are_served(
     )
 
 
+async def kept_alive_after_one_request(
+    port: int,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection that has had one whole answer and is now idle (kept alive)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+    await reader.readexactly(len(b'{"status":"ok"}'))
+    return reader, writer
+
+
 async def test_idle_keep_alive_connection_is_closed_after_keepalive(
     slow_client_server: Gunicorn,
 ) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", slow_client_server.port)
+    reader, writer = await kept_alive_after_one_request(slow_client_server.port)
     try:
-        writer.write(b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
-        await reader.readexactly(len(b'{"status":"ok"}'))
         answered = time.monotonic()
         rest = await asyncio.wait_for(reader.read(), timeout=30)  # EOF when the server closes
         idle = time.monotonic() - answered
@@ -201,11 +209,8 @@ async def test_a_slow_second_request_on_a_kept_alive_connection_is_cut_off(
     slow_client_server: Gunicorn,
 ) -> None:
     """The deadline starts again at the first byte of each later request."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", slow_client_server.port)
+    reader, writer = await kept_alive_after_one_request(slow_client_server.port)
     try:
-        writer.write(b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
-        await reader.readexactly(len(b'{"status":"ok"}'))
         await asyncio.sleep(1)  # idle, but within KEEPALIVE (2 s)
         writer.write(b"GET /livez HTTP/1.1\r\n")
         begun = time.monotonic()
