@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import IO
 
 from benchmarks.configs import ServerConfig
-from service.dev.postgres import free_port
-from service.dev.processes import children_of
+from tooling.postgres import free_port
+from tooling.processes import children_of
 
 READY_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 30.0

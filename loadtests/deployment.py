@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from loadtests.metrics import Snapshot, scrape
-from service.dev.postgres import free_port
+from tooling.postgres import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BOOT_TIMEOUT_SECONDS = 60.0

@@ -17,9 +17,9 @@ import pytest
 
 from service.core.settings import Settings
 from tests.support.api import PASSWORD, unique_name
-from tests.support.database import fetch
 from tests.support.processes import PROJECT_ROOT, run_gunicorn
 from tests.support.throttle import metric_sum
+from tooling.database import fetch
 
 pytestmark = pytest.mark.gunicorn
 

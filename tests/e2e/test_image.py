@@ -20,15 +20,15 @@ import httpx
 import pytest
 from alembic.script import ScriptDirectory
 
-from service.dev.postgres import free_port
-from service.dev.processes import children_of
 from tests.support.api import PASSWORD, unique_name
-from tests.support.database import alembic_config, fetch, fresh_database
 from tests.support.images import Image, service_image
 from tests.support.load import steady_load
 from tests.support.podman import Container, podman, podman_env, run_once
 from tests.support.podman import running as running_container
 from tests.support.processes import eventually, wait_for
+from tooling.database import alembic_config, fetch, fresh_database
+from tooling.postgres import free_port
+from tooling.processes import children_of
 
 pytestmark = pytest.mark.gunicorn
 
@@ -75,7 +75,7 @@ def image(request: pytest.FixtureRequest) -> Image:
 @pytest.fixture(scope="module")
 def image_database(image: Image, postgres_server_url: str) -> Iterator[str]:
     """An empty database of this module's own, migrated by the image itself."""
-    with fresh_database(postgres_server_url, migrate=False) as url:
+    with fresh_database(postgres_server_url, migrate_to_head=False) as url:
         code, output = run_once(
             image.id, {"DATABASE_URL": url, "JWT_SECRET_KEY": SECRET}, "alembic", "upgrade", "head"
         )

@@ -13,10 +13,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.dev.postgres import free_port
 from tests.support.load import steady_load
 from tests.support.processes import Gunicorn, eventually, run_gunicorn, wait_for
 from tests.support.system import require_binary
+from tooling.postgres import free_port
 
 pytestmark = pytest.mark.gunicorn
 

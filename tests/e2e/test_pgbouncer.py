@@ -21,11 +21,12 @@ from sqlalchemy import text
 
 from service.core.db import build_engine
 from service.core.settings import Settings
-from tests.support.database import fresh_database, plain_dsn
+from service.core.urls import plain_dsn
 from tests.support.pgbouncer import PgBouncer, run_pgbouncer
 from tests.support.processes import one_response_from_each_worker, run_gunicorn, wait_for
 from tests.support.traffic import Client, Crossing, Ledger, crossing_batches, item_journey
 from tests.support.traffic import unique_prefix as _unique_prefix
+from tooling.database import fresh_database
 
 pytestmark = pytest.mark.gunicorn
 

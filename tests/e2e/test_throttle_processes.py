@@ -12,7 +12,6 @@ import httpx
 import pytest
 
 from tests.support.api import unique_name
-from tests.support.database import fetch
 from tests.support.processes import Gunicorn, run_gunicorn
 from tests.support.throttle import (
     WRONG_PASSWORD,
@@ -21,6 +20,7 @@ from tests.support.throttle import (
     metric_sum,
     room_in_window,
 )
+from tooling.database import fetch
 
 pytestmark = pytest.mark.gunicorn
 

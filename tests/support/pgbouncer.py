@@ -22,8 +22,8 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from service.dev.postgres import free_port
 from tests.support.system import require_binary
+from tooling.postgres import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 REPO_CONFIG = PROJECT_ROOT / "deploy" / "pgbouncer" / "pgbouncer.ini"

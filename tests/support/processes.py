@@ -16,8 +16,8 @@ from pathlib import Path
 
 import httpx
 
-from service.dev.postgres import free_port
-from service.dev.processes import children_of, children_with_state
+from tooling.postgres import free_port
+from tooling.processes import children_of, children_with_state
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 GUNICORN = str(Path(sys.executable).parent / "gunicorn")

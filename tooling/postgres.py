@@ -255,7 +255,7 @@ def running(server: EmbeddedPostgres) -> Iterator[str]:
         server.stop_if_started_here()
 
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEV_DATA_DIR = PROJECT_ROOT / ".pgdata" / "dev"
 
 
