@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import os
-import signal
 import subprocess
 import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from benchmarks.configs import ServerConfig
+from tooling.gunicorn import launch, stop
 from tooling.postgres import free_port
 from tooling.processes import children_of
 
@@ -62,7 +60,6 @@ class RunningServer:
     port: int
     process: subprocess.Popen[bytes]
     log_path: Path
-    log_file: IO[bytes]
     started_at: float
     start_to_first_200_s: float = 0.0
 
@@ -99,20 +96,11 @@ class RunningServer:
         raise ServerFailedError(f"{self.config.key} gave no 200 on {path} within the timeout")
 
     def log_tail(self, lines: int = 20) -> str:
-        self.log_file.flush()
         text = self.log_path.read_text(errors="replace").splitlines()
         return "\n".join(text[-lines:])
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
-        # The server runs in its own session: this group holds only what it started.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
-        self.log_file.close()
+        stop(self.process, timeout=STOP_TIMEOUT_SECONDS)
 
 
 def start_server(
@@ -126,16 +114,9 @@ def start_server(
         "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
     }
     log_path = log_dir / f"{tag}-{config.key}.log"
-    log_file = log_path.open("wb")
     started_at = time.monotonic()
-    process = subprocess.Popen(
-        config.command(port),
-        cwd=config.cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        # stdout carries the JSON access log (as a deployment would ship it); stderr is kept.
-        stdout=subprocess.DEVNULL,
-        stderr=log_file,
-        start_new_session=True,
+    # stdout carries the JSON access log (as a deployment would ship it); stderr is kept.
+    process = launch(
+        config.command(port), env=env, log_path=log_path, cwd=config.cwd, discard_stdout=True
     )
-    return RunningServer(config, port, process, log_path, log_file, started_at)
+    return RunningServer(config, port, process, log_path, started_at)

@@ -22,11 +22,11 @@ import sys
 import time
 from pathlib import Path
 
-from loadtests import deployment
 from loadtests.gates import DEFAULT_P95_MS, DEFAULT_P99_MS, SpecError, parse_spec
 from loadtests.locust_run import LocustPlan
 from loadtests.pipeline import Target, run_and_reconcile
 from tooling.database import fresh_database, migrate
+from tooling.gunicorn import run_gunicorn
 from tooling.postgres import provided_database
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -183,8 +183,12 @@ def _prove(args: argparse.Namespace) -> int:
             }
             say(f"starting gunicorn with {args.workers} workers ...")
             started = stack.enter_context(
-                deployment.gunicorn(
-                    db_url, workers=args.workers, log_path=out_dir / "gunicorn.log", env=env
+                run_gunicorn(
+                    db_url,
+                    workers=args.workers,
+                    env=env,
+                    log_path=out_dir / "gunicorn.log",
+                    wait=False,
                 )
             )
             target = Target(started.url, db_url, workers=args.workers, server=started)

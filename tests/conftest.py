@@ -12,10 +12,10 @@ from tests.support.database import server_url
 from tests.support.processes import (
     TEST_FAILURES_PER_ADDRESS,
     TEST_HASH_QUEUE_TIMEOUT_SECONDS,
-    Gunicorn,
     run_gunicorn,
 )
 from tooling.database import fresh_database
+from tooling.gunicorn import Gunicorn
 
 
 @pytest.fixture(scope="session")

@@ -25,8 +25,9 @@ from tests.support.images import Image, service_image
 from tests.support.load import steady_load
 from tests.support.podman import Container, podman, podman_env, run_once
 from tests.support.podman import running as running_container
-from tests.support.processes import eventually, wait_for
+from tests.support.processes import eventually
 from tooling.database import alembic_config, fetch, fresh_database
+from tooling.gunicorn import wait_for
 from tooling.postgres import free_port
 from tooling.processes import children_of
 

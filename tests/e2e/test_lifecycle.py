@@ -13,7 +13,8 @@ import pytest
 
 from tests.support.api import PASSWORD, unique_name
 from tests.support.load import LoadResult, steady_load
-from tests.support.processes import Gunicorn, eventually, run_gunicorn, served_by, wait_for
+from tests.support.processes import eventually, run_gunicorn, served_by
+from tooling.gunicorn import Gunicorn, wait_for
 from tooling.processes import cpu_seconds
 
 pytestmark = pytest.mark.gunicorn
