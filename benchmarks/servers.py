@@ -15,7 +15,7 @@ from pathlib import Path
 from benchmarks.configs import ServerConfig
 from tooling.gunicorn import launch, stop
 from tooling.postgres import free_port
-from tooling.processes import children_of
+from tooling.processes import children_of, cmdline, rss_mb
 
 READY_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 30.0
@@ -36,24 +36,6 @@ def http_get(port: int, path: str, *, timeout: float = 5.0) -> tuple[int, bytes]
         connection.close()
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
-def rss_mb(pid: int) -> float | None:
-    try:
-        status = (Path("/proc") / str(pid) / "status").read_text()
-    except OSError:
-        return None
-    for line in status.splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return None
-
-
 @dataclass
 class RunningServer:
     config: ServerConfig
@@ -71,7 +53,7 @@ class RunningServer:
         """The processes that serve requests: the master's children (minus helpers such as
         multiprocessing's resource tracker), or the process itself when it has none."""
         children = [
-            pid for pid in children_of(self.process.pid) if "resource_tracker" not in _cmdline(pid)
+            pid for pid in children_of(self.process.pid) if b"resource_tracker" not in cmdline(pid)
         ]
         return children or [self.process.pid]
 
@@ -116,7 +98,13 @@ def start_server(
     log_path = log_dir / f"{tag}-{config.key}.log"
     started_at = time.monotonic()
     # stdout carries the JSON access log (as a deployment would ship it); stderr is kept.
+    # A session of its own, as every committed measurement was made (see tooling.gunicorn).
     process = launch(
-        config.command(port), env=env, log_path=log_path, cwd=config.cwd, discard_stdout=True
+        config.command(port),
+        env=env,
+        log_path=log_path,
+        cwd=config.cwd,
+        discard_stdout=True,
+        new_session=True,
     )
     return RunningServer(config, port, process, log_path, started_at)

@@ -17,17 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tooling.postgres import PROJECT_ROOT, free_port
-from tooling.processes import children_of, children_with_state
+from tooling.processes import children_of, children_with_state, cmdline
 
 GUNICORN = str(Path(sys.executable).parent / "gunicorn")
 _STARTUP_COMPLETE = re.compile(r"\[(\d+)\] \[INFO\] uvicorn\.error: Application startup complete")
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
 
 
 def timed_out(timeout: float, what: str, seen: Callable[[], object] | None) -> TimeoutError:
@@ -76,17 +69,17 @@ class Gunicorn:
 
     def worker_pids(self) -> list[int]:
         """Workers are forks of the master: same command line (unlike helper processes)."""
-        own = _cmdline(self.pid)
-        return [pid for pid in children_of(self.pid) if _cmdline(pid) == own]
+        own = cmdline(self.pid)
+        return [pid for pid in children_of(self.pid) if cmdline(pid) == own]
 
     def process_table(self) -> str:
         """For failure messages: the master's state and each child's, and which booted."""
         code = self.process.poll()
         master = "up" if code is None else f"exited {code}"
-        own, booted = _cmdline(self.pid), self.booted_pids()
+        own, booted = cmdline(self.pid), self.booted_pids()
         children = [
             f"{pid}:{state}"
-            + ("" if _cmdline(pid) == own else ":other")
+            + ("" if cmdline(pid) == own else ":other")
             + (":booted" if pid in booted else "")
             for pid, state in children_with_state(self.pid).items()
         ]
@@ -128,9 +121,14 @@ def launch(
     log_path: Path,
     cwd: Path = PROJECT_ROOT,
     discard_stdout: bool = False,
+    new_session: bool = False,
 ) -> subprocess.Popen[bytes]:
-    """Start a server in a session of its own (so `stop` can end all it started), its output
-    written to `log_path` (only stderr with `discard_stdout`, e.g. a JSON access log)."""
+    """Start a server in a process group of its own (so `stop` can end all it started), its
+    output written to `log_path` (only stderr with `discard_stdout`, e.g. a JSON access log).
+
+    It stays in the caller's session unless `new_session`: with the kernel's autogroup
+    scheduling, a session of its own would get one fair share of the CPU against the load
+    generator's, not one per process, and the same load would measure slower."""
     with log_path.open("wb") as log_file:
         return subprocess.Popen(
             command,
@@ -139,12 +137,13 @@ def launch(
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL if discard_stdout else log_file,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=new_session,
+            process_group=None if new_session else 0,
         )
 
 
 def stop(process: subprocess.Popen[bytes], *, timeout: float = 30) -> int:
-    """SIGTERM, then SIGKILL to the server's whole session if it or a child lingers."""
+    """SIGTERM, then SIGKILL to the server's process group if it or a child lingers."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         with suppress(subprocess.TimeoutExpired):

@@ -29,7 +29,7 @@ from tests.support.processes import eventually
 from tooling.database import alembic_config, fetch, fresh_database
 from tooling.gunicorn import wait_for
 from tooling.postgres import free_port
-from tooling.processes import children_of
+from tooling.processes import children_of, cmdline
 
 pytestmark = pytest.mark.gunicorn
 
@@ -175,10 +175,6 @@ def _pid_in_container(pid: int) -> str:
     raise AssertionError(f"no NSpid line for {pid}")
 
 
-def _cmdline(pid: int) -> bytes:
-    return Path(f"/proc/{pid}/cmdline").read_bytes()
-
-
 def _uid(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("Uid:"):
@@ -217,7 +213,7 @@ async def test_serves_under_load_read_only_as_its_own_user(
     assert len(processes) == 1 + WORKERS
     assert answered_by == worker_ids  # every worker serves
     assert {_uid(pid) for pid in processes} == {dockerfile_uid()}
-    assert b"gunicorn" in _cmdline(master)  # exec all the way
+    assert b"gunicorn" in cmdline(master)  # exec all the way
     assert read_only == "true"
     assert write.returncode != 0
     assert "Read-only file system" in write.stderr
