@@ -17,7 +17,6 @@ import contextlib
 import os
 import pwd
 import shutil
-import signal
 import socket
 import stat
 import subprocess
@@ -233,11 +232,6 @@ class EmbeddedPostgres:
     def restart(self) -> None:
         self.stop()
         self.start()
-
-    def signal_postmaster(self, signum: signal.Signals) -> None:
-        pid = self.postmaster_pid()
-        assert pid is not None, "server not running"
-        os.kill(pid, signum)
 
     def destroy(self) -> None:
         with contextlib.suppress(RuntimeError):
