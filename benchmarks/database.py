@@ -3,39 +3,18 @@ database (default), or the caller's DATABASE_URL as is. Also counts new sessions
 
 from __future__ import annotations
 
-import asyncio
 import os
-import subprocess
-import sys
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
 
 from benchmarks.common import PROJECT_ROOT, say
-from service.core.urls import plain_dsn, with_database
-from service.dev.postgres import EmbeddedPostgres
+from tooling.database import drop_statement, execute, fetch_value, migrate, with_database
+from tooling.postgres import EmbeddedPostgres
 
 BENCH_DATA_DIR = PROJECT_ROOT / ".pgdata" / "bench"
 BENCH_DATABASE = "bench"
-
-
-async def _fetch(url: str, query: str, *args: object) -> Any:
-    connection = await asyncpg.connect(plain_dsn(url), timeout=10)
-    try:
-        return await connection.fetchval(query, *args)
-    finally:
-        await connection.close()
-
-
-async def _recreate(admin_url: str, database: str) -> None:
-    connection = await asyncpg.connect(plain_dsn(admin_url), timeout=10)
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        await connection.execute(f'CREATE DATABASE "{database}"')
-    finally:
-        await connection.close()
 
 
 @dataclass
@@ -59,7 +38,11 @@ class BenchDatabase:
             return cls(url=configured, name=name, monitor_url=monitor)
         server = EmbeddedPostgres(BENCH_DATA_DIR, log=say)
         server.start()
-        asyncio.run(_recreate(server.url("postgres"), BENCH_DATABASE))
+        execute(
+            server.url("postgres"),
+            drop_statement(BENCH_DATABASE),
+            f'CREATE DATABASE "{BENCH_DATABASE}"',
+        )
         say(f"fresh database {BENCH_DATABASE!r} on the embedded PostgreSQL")
         return cls(
             url=server.url(BENCH_DATABASE),
@@ -70,18 +53,12 @@ class BenchDatabase:
 
     def migrate(self) -> None:
         say("alembic upgrade head")
-        subprocess.run(
-            [sys.executable, "-m", "alembic", "upgrade", "head"],
-            cwd=PROJECT_ROOT,
-            env={**os.environ, "DATABASE_URL": self.url},
-            check=True,
-            capture_output=True,
-        )
-        self.server_version = str(asyncio.run(_fetch(self.url, "SHOW server_version")))
-        self.server_version_num = int(asyncio.run(_fetch(self.url, "SHOW server_version_num")))
+        migrate(self.url)
+        self.server_version = str(fetch_value(self.url, "SHOW server_version"))
+        self.server_version_num = int(str(fetch_value(self.url, "SHOW server_version_num")))
 
     def analyze(self) -> None:
-        asyncio.run(_fetch(self.url, "ANALYZE"))
+        execute(self.url, "ANALYZE")
 
     def sessions(self) -> int | None:
         """pg_stat_database.sessions (PostgreSQL 14+): sessions ever opened to this database.
@@ -89,17 +66,15 @@ class BenchDatabase:
         if self.server_version_num < 140000:
             return None
         try:
-            value = asyncio.run(
-                _fetch(
-                    self.monitor_url,
-                    "SELECT sessions FROM pg_stat_database WHERE datname = $1",
-                    self.name,
-                )
+            value = fetch_value(
+                self.monitor_url,
+                "SELECT sessions FROM pg_stat_database WHERE datname = $1",
+                self.name,
             )
         except (OSError, asyncpg.PostgresError) as exc:
             say(f"could not read pg_stat_database: {exc!r}")
             return None
-        return None if value is None else int(value)
+        return None if value is None else int(str(value))
 
     def postmaster_pid(self) -> int | None:
         """The embedded server's postmaster (its CPU is measured); None for DATABASE_URL."""

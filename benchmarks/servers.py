@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import os
-import signal
 import subprocess
 import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from benchmarks.configs import ServerConfig
-from service.dev.postgres import free_port
-from service.dev.processes import children_of
+from tooling.gunicorn import launch, stop
+from tooling.postgres import free_port
+from tooling.processes import children_of, cmdline, rss_mb
 
 READY_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 30.0
@@ -38,31 +36,12 @@ def http_get(port: int, path: str, *, timeout: float = 5.0) -> tuple[int, bytes]
         connection.close()
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
-def rss_mb(pid: int) -> float | None:
-    try:
-        status = (Path("/proc") / str(pid) / "status").read_text()
-    except OSError:
-        return None
-    for line in status.splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return None
-
-
 @dataclass
 class RunningServer:
     config: ServerConfig
     port: int
     process: subprocess.Popen[bytes]
     log_path: Path
-    log_file: IO[bytes]
     started_at: float
     start_to_first_200_s: float = 0.0
 
@@ -74,7 +53,7 @@ class RunningServer:
         """The processes that serve requests: the master's children (minus helpers such as
         multiprocessing's resource tracker), or the process itself when it has none."""
         children = [
-            pid for pid in children_of(self.process.pid) if "resource_tracker" not in _cmdline(pid)
+            pid for pid in children_of(self.process.pid) if b"resource_tracker" not in cmdline(pid)
         ]
         return children or [self.process.pid]
 
@@ -99,20 +78,11 @@ class RunningServer:
         raise ServerFailedError(f"{self.config.key} gave no 200 on {path} within the timeout")
 
     def log_tail(self, lines: int = 20) -> str:
-        self.log_file.flush()
         text = self.log_path.read_text(errors="replace").splitlines()
         return "\n".join(text[-lines:])
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
-        # The server runs in its own session: this group holds only what it started.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
-        self.log_file.close()
+        stop(self.process, timeout=STOP_TIMEOUT_SECONDS)
 
 
 def start_server(
@@ -126,16 +96,15 @@ def start_server(
         "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
     }
     log_path = log_dir / f"{tag}-{config.key}.log"
-    log_file = log_path.open("wb")
     started_at = time.monotonic()
-    process = subprocess.Popen(
+    # stdout carries the JSON access log (as a deployment would ship it); stderr is kept.
+    # A session of its own, as every committed measurement was made (see tooling.gunicorn).
+    process = launch(
         config.command(port),
-        cwd=config.cwd,
         env=env,
-        stdin=subprocess.DEVNULL,
-        # stdout carries the JSON access log (as a deployment would ship it); stderr is kept.
-        stdout=subprocess.DEVNULL,
-        stderr=log_file,
-        start_new_session=True,
+        log_path=log_path,
+        cwd=config.cwd,
+        discard_stdout=True,
+        new_session=True,
     )
-    return RunningServer(config, port, process, log_path, log_file, started_at)
+    return RunningServer(config, port, process, log_path, started_at)

@@ -18,9 +18,10 @@ from typing import Any
 from benchmarks.common import say
 from benchmarks.configs import BASELINE, CONFIGS
 from benchmarks.harness import Harness
-from benchmarks.servers import RunningServer, rss_mb, start_server
+from benchmarks.servers import RunningServer, start_server
 from benchmarks.workloads import warm_up
 from benchmarks.wrk import WrkProcess
+from tooling.processes import rss_mb
 
 LOAD_SHARE = 0.8
 RSS_GROWTH_LIMIT_MB = 5.0

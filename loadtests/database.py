@@ -1,60 +1,14 @@
-"""PostgreSQL for the proof: a fresh, migrated database to run against, and the queries that
-check the ledger against the rows."""
+"""The queries that check the proof's ledger against the rows in PostgreSQL."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import subprocess
-import sys
-import uuid
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 import asyncpg
 
-from service.core.urls import plain_dsn, with_database
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-
-
-async def _execute(url: str, statement: str) -> None:
-    connection = await asyncpg.connect(plain_dsn(url), timeout=10)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-def migrate(url: str) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "alembic", "upgrade", "head"],
-        cwd=PROJECT_ROOT,
-        env={**os.environ, "DATABASE_URL": url},
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-
-
-@contextlib.contextmanager
-def fresh_database(server_url: str, *, keep: bool, say: Callable[[str], None]) -> Iterator[str]:
-    """A new database on the server, migrated to head; dropped afterwards unless `keep`."""
-    name = f"loadtest_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_execute(server_url, f'CREATE DATABASE "{name}"'))
-    url = with_database(server_url, name)
-    try:
-        say(f"database {name} created; migrating ...")
-        migrate(url)
-        yield url
-    finally:
-        if keep:
-            say(f"database kept: {url}")
-        else:
-            asyncio.run(_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+from service.core.urls import plain_dsn
 
 
 @dataclass(frozen=True)

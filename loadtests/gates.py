@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 SCENARIOS = ("browse", "write", "signup", "contention", "polling", "abuse")
-DEFAULT_P95_MS = "default=1000,signup=3000"
-DEFAULT_P99_MS = "default=2500,signup=6000"
+# Sign-ups and the abuse scenario's logins each wait for a bcrypt slot (hash admission), so
+# they get the longer limits.
+DEFAULT_P95_MS = "default=1000,signup=3000,abuse=3000"
+DEFAULT_P99_MS = "default=2500,signup=6000,abuse=6000"
 
 
 class SpecError(ValueError):

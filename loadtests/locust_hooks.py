@@ -21,9 +21,9 @@ from locust.runners import MasterRunner, Runner, WorkerRunner
 from locust.stats import PERCENTILES_TO_REPORT, RequestStats, StatsCSV, StatsEntry
 
 from loadtests import gates
-from loadtests.ledger import LedgerWriter
 from loadtests.locust_options import add_arguments, select_user_classes
 from loadtests.scenarios.base import STATE
+from tooling.ledger import LedgerWriter
 
 logger = logging.getLogger("loadtests")
 

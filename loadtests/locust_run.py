@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from service.dev.postgres import free_port
+from tooling.postgres import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = "loadtests/locustfile.py"

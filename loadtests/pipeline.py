@@ -13,12 +13,12 @@ from typing import Any
 import httpx
 
 from loadtests import database, plots, reconcile, report
-from loadtests.deployment import Deployment, wait_ready
-from loadtests.ledger import read_ledger
 from loadtests.locust_run import LocustPlan, LocustRun, read_request_counts
-from loadtests.metrics import Snapshot, scrape
 from loadtests.reconcile import Check
 from loadtests.sampler import Sampler
+from tooling.gunicorn import Gunicorn
+from tooling.ledger import read_ledger
+from tooling.metrics import Snapshot, scrape
 
 SETTLE_SECONDS = 10.0
 
@@ -28,7 +28,7 @@ class Target:
     url: str
     database_url: str | None = None
     workers: int | None = None  # known when the proof started the deployment
-    server: Deployment | None = None
+    server: Gunicorn | None = None
 
     @property
     def owned(self) -> bool:
@@ -51,6 +51,25 @@ def _settle(http: httpx.Client) -> tuple[Snapshot, int]:
         time.sleep(0.3)
 
 
+def wait_ready(url: str, workers: int | None, *, timeout: float) -> Snapshot:
+    """Until /readyz answers 200 and `workers` workers have built their pool (each sets its
+    slot's db_pool_size gauge in its lifespan). Returns the last /metrics snapshot."""
+    deadline = time.monotonic() + timeout
+    last_error = "no answer yet"
+    with httpx.Client(base_url=url, timeout=5) as http:
+        while time.monotonic() < deadline:
+            try:
+                if http.get("/readyz").status_code == 200:
+                    snapshot = scrape(http)
+                    if workers is None or len(snapshot.live_slots) >= workers:
+                        return snapshot
+                    last_error = f"{len(snapshot.live_slots)} of {workers} workers booted"
+            except httpx.HTTPError as exc:
+                last_error = repr(exc)
+            time.sleep(0.2)
+    raise TimeoutError(f"{url} not ready after {timeout:.0f}s: {last_error}")
+
+
 def run_locust(plan: LocustPlan, say: Callable[[str], None]) -> list[int]:
     run = LocustRun(plan)
     mode = f"master + {plan.distributed_workers} workers" if plan.distributed_workers else "local"
@@ -70,7 +89,7 @@ def _bad_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if any(m in line for m in markers)]
 
 
-def _server_log_check(server: Deployment, *, since: int) -> Check:
+def _server_log_check(server: Gunicorn, *, since: int) -> Check:
     """Tracebacks or worker timeouts logged from the baseline on; earlier ones (boot, the
     readiness polling) are mentioned without failing the run."""
     with server.log_path.open("rb") as handle:
@@ -177,7 +196,7 @@ def run_and_reconcile(
         verdict=verdict,
         ledger=ledger,
     )
-    _draw(result, sampler, plan, out_dir)
+    _draw(result, sampler, out_dir)
     path = report.write(result, out_dir)
     _print_summary(result, say)
     say(f"report: {path}")
@@ -209,11 +228,9 @@ def _unreachable(
     return result
 
 
-def _draw(result: report.ProofResult, sampler: Sampler, plan: LocustPlan, out: Path) -> None:
+def _draw(result: report.ProofResult, sampler: Sampler, out: Path) -> None:
     plots.requests_per_worker(result.workers, sampler.samples, out / "requests_per_worker.png")
     result.plots.append("requests_per_worker.png")
-    if plots.latency(Path(f"{plan.csv_prefix}_stats_history.csv"), out / "latency.png"):
-        result.plots.append("latency.png")
     plots.pool_usage(sampler.samples, out / "pool.png")
     result.plots.append("pool.png")
 

@@ -1,8 +1,8 @@
-"""The proof's three plots (matplotlib, rendered to PNG without a display)."""
+"""The proof's plots of what Locust's own HTML report cannot show: requests per gunicorn
+worker and each worker's database pool (matplotlib, rendered to PNG without a display)."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import matplotlib
@@ -31,39 +31,6 @@ def requests_per_worker(rows: list[WorkerRow], samples: list[Sample], path: Path
     figure.tight_layout()
     figure.savefig(path, dpi=90)
     plt.close(figure)
-
-
-def _number(text: str) -> float | None:
-    try:
-        return float(text)
-    except ValueError:
-        return None
-
-
-def latency(history_csv: Path, path: Path) -> bool:
-    """Locust's aggregated percentiles (over its sliding window) and throughput over time."""
-    if not history_csv.exists():
-        return False
-    with history_csv.open(newline="") as handle:
-        rows = [row for row in csv.DictReader(handle) if row["Name"] == "Aggregated"]
-    rows = [row for row in rows if _number(row["95%"]) is not None]
-    if not rows:
-        return False
-    start = float(rows[0]["Timestamp"])
-    seconds = [float(row["Timestamp"]) - start for row in rows]
-    figure, axis = plt.subplots(figsize=(11, 4))
-    for column in ("50%", "95%", "99%"):
-        axis.plot(seconds, [_number(row[column]) or 0 for row in rows], label=f"p{column[:-1]}")
-    axis.set(title="Latency percentiles (Locust, all requests)", xlabel="seconds", ylabel="ms")
-    axis.legend(loc="upper left")
-    rate = axis.twinx()
-    rate.plot(seconds, [_number(row["Requests/s"]) or 0 for row in rows], "k:", label="req/s")
-    rate.set_ylabel("requests/s")
-    rate.legend(loc="upper right")
-    figure.tight_layout()
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
-    return True
 
 
 def pool_usage(samples: list[Sample], path: Path) -> None:

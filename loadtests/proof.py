@@ -22,11 +22,12 @@ import sys
 import time
 from pathlib import Path
 
-from loadtests import database, deployment
 from loadtests.gates import DEFAULT_P95_MS, DEFAULT_P99_MS, SpecError, parse_spec
 from loadtests.locust_run import LocustPlan
 from loadtests.pipeline import Target, run_and_reconcile
-from service.dev.postgres import provided_database
+from tooling.database import fresh_database, migrate
+from tooling.gunicorn import run_gunicorn
+from tooling.postgres import provided_database
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -169,11 +170,11 @@ def _prove(args: argparse.Namespace) -> int:
         else:
             server = stack.enter_context(provided_database(args.database_url, say))
             if args.reuse_database:
-                database.migrate(server)
+                migrate(server)
                 db_url = server
             else:
                 db_url = stack.enter_context(
-                    database.fresh_database(server, keep=args.keep_database, say=say)
+                    fresh_database(server, prefix="loadtest", keep=args.keep_database, say=say)
                 )
             env = {
                 "BCRYPT_ROUNDS": str(args.bcrypt_rounds),
@@ -182,8 +183,12 @@ def _prove(args: argparse.Namespace) -> int:
             }
             say(f"starting gunicorn with {args.workers} workers ...")
             started = stack.enter_context(
-                deployment.gunicorn(
-                    db_url, workers=args.workers, log_path=out_dir / "gunicorn.log", env=env
+                run_gunicorn(
+                    db_url,
+                    workers=args.workers,
+                    env=env,
+                    log_path=out_dir / "gunicorn.log",
+                    wait=False,
                 )
             )
             target = Target(started.url, db_url, workers=args.workers, server=started)

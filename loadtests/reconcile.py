@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from loadtests.database import RowCheck
-from loadtests.ledger import Ledger
-from loadtests.metrics import RouteKey, Snapshot
+from tooling.ledger import Ledger
+from tooling.metrics import RouteKey, Snapshot
 
 METRICS_ROUTE: RouteKey = ("GET", "/metrics")
 

@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loadtests.ledger import Ledger
 from loadtests.reconcile import Check, RouteRow, WorkerRow
+from tooling.ledger import Ledger
 
 
 @dataclass
@@ -100,7 +100,8 @@ def markdown(result: ProofResult) -> str:
         lines += ["## Plots", ""]
         lines += [f"![{name}]({name})" for name in result.plots] + [""]
     lines += [
-        "Locust's own reports: [locust.html](locust.html), `locust_stats.csv`, "
+        "Locust's own reports (latency and throughput over time, per request): "
+        "[locust.html](locust.html), `locust_stats.csv`, "
         "`locust_stats_history.csv`, `locust_failures.csv`; logs: `*.log`.",
         "",
     ]

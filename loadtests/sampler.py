@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from loadtests.metrics import Snapshot, scrape
+from tooling.metrics import Snapshot, scrape
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,14 @@ from fastapi import FastAPI
 
 from service.app import create_app
 from service.core.settings import Settings
-from tests.support.database import fresh_database, server_url
+from tests.support.database import server_url
 from tests.support.processes import (
     TEST_FAILURES_PER_ADDRESS,
     TEST_HASH_QUEUE_TIMEOUT_SECONDS,
-    Gunicorn,
     run_gunicorn,
 )
+from tooling.database import fresh_database
+from tooling.gunicorn import Gunicorn
 
 
 @pytest.fixture(scope="session")

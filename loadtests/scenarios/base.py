@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 from locust import FastHttpUser
 
 from loadtests import checks
-from loadtests.ledger import LedgerWriter
+from tooling.ledger import LedgerWriter
 
 PASSWORD = "loadtest-pass-42"
 TOKEN_REFRESH_AFTER_SECONDS = 300.0

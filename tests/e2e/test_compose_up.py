@@ -20,13 +20,13 @@ from typing import Any
 import httpx
 import pytest
 
-from service.dev.postgres import free_port
 from tests.e2e.test_prometheus_server import promql
 from tests.support.compose import compose_binary, podman_api
-from tests.support.database import fetch, fresh_database
 from tests.support.images import prometheus_image, service_image
 from tests.support.podman import podman
-from tests.support.processes import wait_for
+from tooling.database import fetch, fresh_database
+from tooling.gunicorn import wait_for
+from tooling.postgres import free_port
 
 pytestmark = pytest.mark.gunicorn
 
@@ -73,7 +73,7 @@ def stack(postgres_server_url: str) -> Iterator[tuple[Stack, str, int, int]]:
     app_port, prometheus_port = free_port(), free_port()
     assert app_port != prometheus_port
     with (
-        fresh_database(postgres_server_url, migrate=False) as database_url,
+        fresh_database(postgres_server_url, migrate_to_head=False) as database_url,
         tempfile.TemporaryDirectory(prefix="compose-test-") as scratch,
         podman_api() as docker_host,
     ):

@@ -12,8 +12,9 @@ import httpx
 import pytest
 
 from tests.support.api import PASSWORD, Account, add_item, signup, unique_name
-from tests.support.database import fetch
-from tests.support.processes import Gunicorn, one_response_from_each_worker, run_gunicorn
+from tests.support.processes import one_response_from_each_worker, run_gunicorn
+from tooling.database import fetch
+from tooling.gunicorn import Gunicorn
 
 pytestmark = pytest.mark.gunicorn
 

@@ -19,10 +19,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.dev.postgres import free_port
-from tests.support.processes import run_gunicorn, wait_for
+from tests.support.processes import run_gunicorn
 from tests.support.system import require_binary
 from tests.support.traffic import Client, Ledger, crossing_batches, item_journey, unique_prefix
+from tooling.gunicorn import wait_for
+from tooling.postgres import free_port
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "service.json"

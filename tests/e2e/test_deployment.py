@@ -13,11 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.dev.postgres import EmbeddedPostgres
 from tests.support.api import signup
-from tests.support.database import fetch, fresh_database
 from tests.support.faults import postgres_scratch
-from tests.support.processes import GUNICORN, PROJECT_ROOT, gunicorn_env, run_gunicorn
+from tests.support.processes import gunicorn_env, run_gunicorn
+from tooling.database import fetch, fresh_database
+from tooling.gunicorn import GUNICORN
+from tooling.postgres import PROJECT_ROOT, EmbeddedPostgres
 
 pytestmark = pytest.mark.gunicorn
 

@@ -16,10 +16,12 @@ import asyncpg
 import httpx
 import pytest
 
+from service.core.urls import plain_dsn
 from tests.support.api import PASSWORD, signup, unique_name
-from tests.support.database import fetch, plain_dsn
 from tests.support.faults import OwnPostgres, own_postgres, postgres_scratch
-from tests.support.processes import eventually, run_gunicorn, wait_for
+from tests.support.processes import eventually, run_gunicorn
+from tooling.database import fetch
+from tooling.gunicorn import wait_for
 
 pytestmark = [pytest.mark.gunicorn, pytest.mark.faults]
 

@@ -17,9 +17,10 @@ import pytest
 
 from service.core.settings import Settings
 from tests.support.api import PASSWORD, unique_name
-from tests.support.database import fetch
-from tests.support.processes import PROJECT_ROOT, run_gunicorn
-from tests.support.throttle import metric_sum
+from tests.support.processes import run_gunicorn
+from tooling.database import fetch
+from tooling.metrics import metric_sum
+from tooling.postgres import PROJECT_ROOT
 
 pytestmark = pytest.mark.gunicorn
 

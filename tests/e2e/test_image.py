@@ -20,15 +20,16 @@ import httpx
 import pytest
 from alembic.script import ScriptDirectory
 
-from service.dev.postgres import free_port
-from service.dev.processes import children_of
 from tests.support.api import PASSWORD, unique_name
-from tests.support.database import alembic_config, fetch, fresh_database
 from tests.support.images import Image, service_image
 from tests.support.load import steady_load
 from tests.support.podman import Container, podman, podman_env, run_once
 from tests.support.podman import running as running_container
-from tests.support.processes import eventually, wait_for
+from tests.support.processes import eventually
+from tooling.database import alembic_config, fetch, fresh_database
+from tooling.gunicorn import wait_for
+from tooling.postgres import free_port
+from tooling.processes import children_of, cmdline
 
 pytestmark = pytest.mark.gunicorn
 
@@ -75,7 +76,7 @@ def image(request: pytest.FixtureRequest) -> Image:
 @pytest.fixture(scope="module")
 def image_database(image: Image, postgres_server_url: str) -> Iterator[str]:
     """An empty database of this module's own, migrated by the image itself."""
-    with fresh_database(postgres_server_url, migrate=False) as url:
+    with fresh_database(postgres_server_url, migrate_to_head=False) as url:
         code, output = run_once(
             image.id, {"DATABASE_URL": url, "JWT_SECRET_KEY": SECRET}, "alembic", "upgrade", "head"
         )
@@ -178,10 +179,6 @@ def _pid_in_container(pid: int) -> str:
     raise AssertionError(f"no NSpid line for {pid}")
 
 
-def _cmdline(pid: int) -> bytes:
-    return Path(f"/proc/{pid}/cmdline").read_bytes()
-
-
 def _uid(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("Uid:"):
@@ -220,7 +217,7 @@ async def test_serves_under_load_read_only_as_its_own_user(
     assert len(processes) == 1 + WORKERS
     assert answered_by == worker_ids  # every worker serves
     assert {_uid(pid) for pid in processes} == {dockerfile_uid()}
-    assert b"gunicorn" in _cmdline(master)  # exec all the way
+    assert b"gunicorn" in cmdline(master)  # exec all the way
     assert read_only == "true"
     assert write.returncode != 0
     assert "Read-only file system" in write.stderr

@@ -11,10 +11,11 @@ import time
 import httpx
 import pytest
 
-from service.dev.processes import cpu_seconds
 from tests.support.api import PASSWORD, unique_name
 from tests.support.load import LoadResult, steady_load
-from tests.support.processes import Gunicorn, eventually, run_gunicorn, served_by, wait_for
+from tests.support.processes import eventually, run_gunicorn, served_by
+from tooling.gunicorn import Gunicorn, wait_for
+from tooling.processes import cpu_seconds
 
 pytestmark = pytest.mark.gunicorn
 

@@ -6,29 +6,20 @@ import asyncio
 import os
 import signal
 import subprocess
-from collections import defaultdict
 from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.dev.postgres import free_port
 from tests.support.load import steady_load
-from tests.support.processes import Gunicorn, eventually, run_gunicorn, wait_for
+from tests.support.processes import eventually, run_gunicorn
 from tests.support.system import require_binary
+from tooling.gunicorn import Gunicorn, wait_for
+from tooling.metrics import Samples, read_samples
+from tooling.postgres import free_port
 
 pytestmark = pytest.mark.gunicorn
-
-Samples = dict[str, dict[frozenset[tuple[str, str]], float]]
-
-
-def parse(exposition: str) -> Samples:
-    samples: Samples = defaultdict(dict)
-    for family in text_string_to_metric_families(exposition):
-        for sample in family.samples:
-            samples[sample.name][frozenset(sample.labels.items())] = sample.value
-    return samples
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
@@ -51,7 +42,7 @@ async def scrape(server: Gunicorn) -> Samples:
                 if attempt == 2:
                     raise
     assert response.status_code == 200
-    return parse(response.text)
+    return read_samples(response.text)
 
 
 async def test_counts_reconcile_exactly_on_every_scrape(database_url: str) -> None:
@@ -203,7 +194,9 @@ def test_master_serves_the_aggregate_on_its_own_port(database_url: str) -> None:
             httpx.get(server.url + "/livez", headers={"Connection": "close"}, timeout=5)
         assert httpx.get(server.url + "/metrics", timeout=5).status_code == 404
         wait_for(lambda: _port_answers(metrics_port), timeout=10, what="the master's metrics port")
-        samples = parse(httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text)
+        samples = read_samples(
+            httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+        )
         metrics_process = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text()
     assert value(samples, "http_requests_total", method="GET", route="/livez", status="200") == 30
     assert metrics_process.strip()

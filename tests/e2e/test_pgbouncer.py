@@ -16,16 +16,18 @@ from datetime import datetime
 import asyncpg
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 from service.core.db import build_engine
 from service.core.settings import Settings
-from tests.support.database import fresh_database, plain_dsn
+from service.core.urls import plain_dsn
 from tests.support.pgbouncer import PgBouncer, run_pgbouncer
-from tests.support.processes import one_response_from_each_worker, run_gunicorn, wait_for
+from tests.support.processes import one_response_from_each_worker, run_gunicorn
 from tests.support.traffic import Client, Crossing, Ledger, crossing_batches, item_journey
 from tests.support.traffic import unique_prefix as _unique_prefix
+from tooling.database import fresh_database
+from tooling.gunicorn import wait_for
+from tooling.metrics import Samples, read_samples
 
 pytestmark = pytest.mark.gunicorn
 
@@ -43,7 +45,6 @@ BOUNCED = {
     # A query waiting for a server connection is, to asyncpg, a query still running.
     "DB_COMMAND_TIMEOUT_SECONDS": str(PATIENT_SECONDS),
 }
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 @pytest.fixture(scope="module")
@@ -123,20 +124,12 @@ async def scrape(base: str) -> Samples:
     async with httpx.AsyncClient(timeout=10) as http:
         response = await http.get(base + "/metrics")
     assert response.status_code == 200
-    samples: Samples = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return samples
-
-
-def metric(samples: Samples, name: str) -> dict[frozenset[tuple[str, str]], float]:
-    return {labels: value for (found, labels), value in samples.items() if found == name}
+    return read_samples(response.text)
 
 
 def requests_by_route(samples: Samples) -> Counter[tuple[str, str, str]]:
     counts: Counter[tuple[str, str, str]] = Counter()
-    for labels, value in metric(samples, "http_requests_total").items():
+    for labels, value in samples["http_requests_total"].items():
         found = dict(labels)
         if found["route"] != "/metrics" and value:
             counts[(found["method"], found["route"], found["status"])] = int(value)
@@ -144,28 +137,23 @@ def requests_by_route(samples: Samples) -> Counter[tuple[str, str, str]]:
 
 
 async def assert_rows_match(database_url: str, prefix: str, ledger: Ledger) -> int:
-    """Every user and item the clients saw committed is in PostgreSQL, exactly once, with
-    the `added` the clients last set; nothing else under this prefix. Returns item count."""
+    """Every user and item the clients saw committed is in PostgreSQL, with an `added` a
+    client was acknowledged; nothing deleted and nothing else under this prefix. Returns
+    the item count."""
     found = await rows(
         database_url,
-        "SELECT u.name, i.pubid::text AS pubid, i.added FROM users u "
+        "SELECT u.pubid::text AS owner, i.pubid::text AS pubid, i.added FROM users u "
         "LEFT JOIN items i ON i.user_id = u.id WHERE u.name LIKE $1",
         f"{prefix}-%",
     )
-    in_db: dict[str, dict[str, datetime]] = {}
-    for row in found:
-        items = in_db.setdefault(row["name"], {})
-        if row["pubid"] is not None:
-            assert row["pubid"] not in items
-            items[row["pubid"]] = row["added"]
-    expected = {name: items for name, items in ledger.users.items() if name.startswith(prefix)}
-    assert set(in_db) == set(expected)
-    for name, owned in expected.items():
-        assert set(in_db[name]) == set(owned), name
-        for pubid, added in owned.items():
-            if added is not None:
-                assert in_db[name][pubid] == datetime.fromisoformat(added)
-    return sum(len(items) for items in in_db.values())
+    writes = ledger.writes
+    assert {row["owner"] for row in found} == writes.users_expected
+    stored = {row["pubid"]: row for row in found if row["pubid"] is not None}
+    expected = {pubid: writes.items_created[pubid] for pubid in writes.items_expected}
+    assert {pubid: row["owner"] for pubid, row in stored.items()} == expected
+    for (_table, pubid), values in writes.hot_values.items():
+        assert stored[pubid]["added"] in {datetime.fromisoformat(v) for v in values}, pubid
+    return len(stored)
 
 
 async def assert_crossing_settled(database_url: str, crossing: Crossing) -> None:
@@ -296,8 +284,8 @@ async def test_four_workers_through_pgbouncer_with_zero_errors(
     assert items == 12 * 3 * 3 + 8 * 10
     await assert_crossing_settled(database_url, crossing)
     assert requests_by_route(samples) == ledger.by_route(server.url)
-    opened = sum(metric(samples, "db_connections_opened_total").values())
-    retries = sum(metric(samples, "db_errors_total").values())
+    opened = sum(samples["db_connections_opened_total"].values())
+    retries = sum(samples["db_errors_total"].values())
     print(
         f"{ledger.total(server.url)} requests, {opened:.0f} client connections opened by "
         f"the workers' pools, at most {servers.peak} server connections, "
@@ -345,14 +333,14 @@ async def test_two_instances_share_one_database_through_pgbouncer(
         sent = ledger.by_route(base)
         assert sent, base
         assert requests_by_route(samples) == sent, base
-        assert sum(metric(samples, "worker_requests_total").values()) == ledger.total(base)
-        logins = {dict(k)["outcome"]: v for k, v in metric(samples, "auth_logins_total").items()}
+        assert sum(samples["worker_requests_total"].values()) == ledger.total(base)
+        logins = {dict(k)["outcome"]: v for k, v in samples["auth_logins_total"].items()}
         assert logins.get("success", 0) == sent[("POST", "/auth/token", "200")]
         assert logins.get("bad_password", 0) == sent[("POST", "/auth/token", "401")]
-        assert sum(metric(samples, "db_pool_size").values()) == 2 * 10
+        assert sum(samples["db_pool_size"].values()) == 2 * 10
     total_sent = sum(ledger.total(base) for base in scraped)
     users = sum(ledger.by_route(base)[("POST", "/users", "201")] for base in scraped)
-    assert users == len([name for name in ledger.users if name.startswith(prefix)])
+    assert users == len(ledger.writes.users_created)
     print(
         f"{total_sent} requests over 2 instances "
         f"({', '.join(str(ledger.total(base)) for base in scraped)}), "

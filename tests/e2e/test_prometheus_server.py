@@ -13,9 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.dev.postgres import free_port
-from tests.support.processes import one_response_from_each_worker, run_gunicorn, wait_for
+from tests.support.processes import one_response_from_each_worker, run_gunicorn
 from tests.support.system import require_binary
+from tooling.gunicorn import wait_for
+from tooling.postgres import free_port
 
 pytestmark = pytest.mark.gunicorn
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.support.api import add_item, signup
-from tests.support.processes import Gunicorn
+from tooling.gunicorn import Gunicorn
 
 pytestmark = pytest.mark.gunicorn
 

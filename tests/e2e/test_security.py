@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from tests.support.api import signup, unique_name
-from tests.support.processes import Gunicorn, run_gunicorn
+from tests.support.processes import run_gunicorn
+from tooling.gunicorn import Gunicorn
 
 pytestmark = pytest.mark.gunicorn
 

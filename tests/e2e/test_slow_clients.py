@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from tests.support.processes import Gunicorn, run_gunicorn
+from tests.support.processes import run_gunicorn
+from tooling.gunicorn import Gunicorn
 
 pytestmark = pytest.mark.gunicorn
 

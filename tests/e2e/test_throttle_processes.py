@@ -12,15 +12,11 @@ import httpx
 import pytest
 
 from tests.support.api import unique_name
-from tests.support.database import fetch
-from tests.support.processes import Gunicorn, run_gunicorn
-from tests.support.throttle import (
-    WRONG_PASSWORD,
-    attempt,
-    fresh_address,
-    metric_sum,
-    room_in_window,
-)
+from tests.support.processes import run_gunicorn
+from tests.support.throttle import WRONG_PASSWORD, attempt, fresh_address, room_in_window
+from tooling.database import fetch
+from tooling.gunicorn import Gunicorn
+from tooling.metrics import metric_sum
 
 pytestmark = pytest.mark.gunicorn
 

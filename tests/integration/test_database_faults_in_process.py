@@ -17,9 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 from service.app import create_app
 from service.core.db import commit_with_retry
 from service.core.sqlstates import DEADLOCK_DETECTED
-from service.dev.postgres import free_port
 from tests.conftest import make_settings
 from tests.support.api import signup
+from tooling.postgres import free_port
 
 
 async def _client_for(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:

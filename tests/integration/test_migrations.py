@@ -5,7 +5,8 @@ import asyncio
 import asyncpg
 from alembic import command
 
-from tests.support.database import alembic_config, fresh_database, plain_dsn
+from service.core.urls import plain_dsn
+from tooling.database import alembic_config, fresh_database
 
 
 async def _tables(url: str) -> set[str]:
@@ -18,7 +19,7 @@ async def _tables(url: str) -> set[str]:
 
 
 def test_upgrade_check_downgrade_upgrade(postgres_server_url: str) -> None:
-    with fresh_database(postgres_server_url, migrate=False) as url:
+    with fresh_database(postgres_server_url, migrate_to_head=False) as url:
         config = alembic_config(url)
         command.upgrade(config, "head")
         assert {"users", "items", "auth_sessions", "login_failures", "alembic_version"} <= (

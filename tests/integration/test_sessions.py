@@ -15,8 +15,9 @@ from service.auth.cleanup import clean_once
 from service.core.db import Database
 from tests.conftest import make_settings
 from tests.support.api import Account, signup, unique_name
-from tests.support.database import fetch
-from tests.support.throttle import metric_sum, room_in_window
+from tests.support.throttle import room_in_window
+from tooling.database import fetch
+from tooling.metrics import metric_sum
 
 NEW_PASSWORD = "battery-staple-77"
 

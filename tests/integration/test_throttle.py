@@ -12,8 +12,9 @@ from service.app import create_app
 from service.core.settings import Settings
 from tests.conftest import make_settings
 from tests.support.api import signup, unique_name
-from tests.support.database import fetch
-from tests.support.throttle import WRONG_PASSWORD, fresh_address, metric_sum, room_in_window
+from tests.support.throttle import WRONG_PASSWORD, fresh_address, room_in_window
+from tooling.database import fetch
+from tooling.metrics import metric_sum
 
 PAIR_LIMIT = 10  # the defaults: 10 per (user, address), 100 per user, 100 per address
 USER_LIMIT = 100

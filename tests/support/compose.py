@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from tests.support.podman import podman_env
-from tests.support.processes import wait_for
+from tooling.gunicorn import stop, wait_for
 
 
 def compose_binary() -> Path:
@@ -62,9 +62,4 @@ def podman_api() -> Iterator[str]:
                 raise RuntimeError(f"{exc}; exit {process.poll()}:\n{log.read_text()}") from None
             yield f"unix://{socket}"
         finally:
-            process.terminate()
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process, timeout=15)

@@ -10,11 +10,9 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from alembic import command
-
-from service.dev.postgres import EmbeddedPostgres
-from service.dev.processes import children_of
-from tests.support.database import alembic_config, with_database
+from tooling.database import migrate, with_database
+from tooling.postgres import EmbeddedPostgres
+from tooling.processes import children_of
 
 
 @dataclass
@@ -62,7 +60,7 @@ def own_postgres(data_dir: Path, **settings: str) -> Iterator[OwnPostgres]:
     url = server.start()
     try:
         database_url = with_database(url, "postgres")
-        command.upgrade(alembic_config(database_url), "head")
+        migrate(database_url)
         yield OwnPostgres(server, database_url)
     finally:
         server.destroy()

@@ -22,8 +22,9 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from service.dev.postgres import free_port
 from tests.support.system import require_binary
+from tooling.gunicorn import stop
+from tooling.postgres import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 REPO_CONFIG = PROJECT_ROOT / "deploy" / "pgbouncer" / "pgbouncer.ini"
@@ -154,9 +155,4 @@ def run_pgbouncer(server_url: str, **overrides: str) -> Iterator[PgBouncer]:
             _wait_listening(process, port, log_path)
             yield PgBouncer(process, port, config, log_path)
         finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process, timeout=10)

@@ -1,199 +1,49 @@
-"""Real gunicorn processes on loopback, started the way users start them."""
+"""Real gunicorn processes for tests (tooling.gunicorn, with the test settings below), and
+helpers that steer connections to chosen workers."""
 
 from __future__ import annotations
 
+import asyncio
 import os
-import re
 import signal
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from service.dev.postgres import free_port
-from service.dev.processes import children_of, children_with_state
+from tooling import gunicorn
+from tooling.gunicorn import Gunicorn, timed_out
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-GUNICORN = str(Path(sys.executable).parent / "gunicorn")
 TEST_FAILURES_PER_ADDRESS = 1_000_000
 TEST_HASH_QUEUE_TIMEOUT_SECONDS = 15.0
-_STARTUP_COMPLETE = re.compile(r"\[(\d+)\] \[INFO\] uvicorn\.error: Application startup complete")
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
-
-
-def _timed_out(timeout: float, what: str, seen: Callable[[], object] | None) -> TimeoutError:
-    message = f"timed out after {timeout}s waiting for {what}"
-    if seen is not None:
-        message += f"; last saw: {seen()}"
-    return TimeoutError(message)
-
-
-def wait_for(
-    predicate: Callable[[], object],
-    *,
-    timeout: float,
-    interval: float = 0.05,
-    what: str,
-    seen: Callable[[], object] | None = None,
-) -> None:
-    """Poll `predicate` until true; on timeout say what was awaited and, with `seen`, what
-    the last look found."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise _timed_out(timeout, what, seen)
-
-
-@dataclass
-class Gunicorn:
-    process: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-    metrics_dir: Path
-    env: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def worker_pids(self) -> list[int]:
-        """Workers are forks of the master: same command line (unlike helper processes)."""
-        own = _cmdline(self.pid)
-        return [pid for pid in children_of(self.pid) if _cmdline(pid) == own]
-
-    def process_table(self) -> str:
-        """For failure messages: the master's state and each child's, and which booted."""
-        code = self.process.poll()
-        master = "up" if code is None else f"exited {code}"
-        own, booted = _cmdline(self.pid), self.booted_pids()
-        children = [
-            f"{pid}:{state}"
-            + ("" if _cmdline(pid) == own else ":other")
-            + (":booted" if pid in booted else "")
-            for pid, state in children_with_state(self.pid).items()
-        ]
-        return f"master {self.pid} {master}; children {children or 'none'}"
-
-    def booted_pids(self) -> set[int]:
-        """Every pid that ever logged a finished application startup (dead ones too)."""
-        return {int(pid) for pid in _STARTUP_COMPLETE.findall(self.log())}
-
-    def booted_workers(self) -> list[int]:
-        """Live workers that finished booting (a booting one accepts no connection yet)."""
-        booted = self.booted_pids()
-        return [pid for pid in self.worker_pids() if pid in booted]
-
-    def wait_booted(self, workers: int, *, timeout: float = 60) -> list[int]:
-        def ready() -> bool:
-            live = self.worker_pids()
-            return len(live) == workers and len(self.booted_workers()) == workers
-
-        try:
-            wait_for(
-                ready, timeout=timeout, what=f"{workers} booted workers", seen=self.process_table
-            )
-        except TimeoutError as exc:
-            raise TimeoutError(f"{exc}\ngunicorn's log:\n{self.log()[-4000:]}") from None
-        return self.worker_pids()
-
-    def send(self, signum: signal.Signals) -> None:
-        os.kill(self.pid, signum)
-
-    def stop(self, *, timeout: float = 30) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+TEST_ENV = {
+    "BCRYPT_ROUNDS": "4",
+    "ENVIRONMENT": "test",
+    # Every test client shares loopback, and a test session shares one database: the
+    # per-address login limit would be a limit on the whole suite. Tests of that limit
+    # set it back (tests/e2e/test_throttle_processes.py).
+    "LOGIN_FAILURES_PER_ADDRESS": str(TEST_FAILURES_PER_ADDRESS),
+    # Bursts of concurrent sign-ups (50 at once in the name race) must not be shed on a
+    # busy machine: admission control is tested at its defaults on its own
+    # (tests/e2e/test_hash_admission.py, tests/unit/test_security.py).
+    "HASH_QUEUE_TIMEOUT_SECONDS": str(TEST_HASH_QUEUE_TIMEOUT_SECONDS),
+}
 
 
 def gunicorn_env(
     database_url: str, port: int, metrics_dir: Path, **overrides: str
 ) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("PROMETHEUS_", "SERVICE_", "WEB_CONCURRENCY", "DB_"))
-    }
-    env.update(
-        DATABASE_URL=database_url,
-        BIND=f"127.0.0.1:{port}",
-        WEB_CONCURRENCY="4",
-        BCRYPT_ROUNDS="4",
-        ENVIRONMENT="test",
-        LOG_LEVEL="info",
-        ACCESS_LOG="false",
-        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
-        # Every test client shares loopback, and a test session shares one database: the
-        # per-address login limit would be a limit on the whole suite. Tests of that limit
-        # set it back (tests/e2e/test_throttle_processes.py).
-        LOGIN_FAILURES_PER_ADDRESS=str(TEST_FAILURES_PER_ADDRESS),
-        # Bursts of concurrent sign-ups (50 at once in the name race) must not be shed on a
-        # busy machine: admission control is tested at its defaults on its own
-        # (tests/e2e/test_hash_admission.py, tests/unit/test_security.py).
-        HASH_QUEUE_TIMEOUT_SECONDS=str(TEST_HASH_QUEUE_TIMEOUT_SECONDS),
-    )
-    env.update(overrides)
-    return env
+    return gunicorn.gunicorn_env(database_url, port, metrics_dir, **{**TEST_ENV, **overrides})
 
 
-@contextmanager
 def run_gunicorn(
-    database_url: str,
-    *,
-    workers: int = 4,
-    wait: bool = True,
-    env: Mapping[str, str] | None = None,
-    args: tuple[str, ...] = (),
-) -> Iterator[Gunicorn]:
-    """Start `gunicorn -c gunicorn.conf.py` from the project root; stop it on exit."""
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="gunicorn-test-") as scratch:
-        scratch_path = Path(scratch)
-        metrics_dir = scratch_path / "metrics"
-        log_path = scratch_path / "gunicorn.log"
-        full_env = gunicorn_env(
-            database_url, port, metrics_dir, WEB_CONCURRENCY=str(workers), **dict(env or {})
-        )
-        with log_path.open("wb") as log_file:
-            process = subprocess.Popen(
-                [GUNICORN, "-c", "gunicorn.conf.py", *args],
-                cwd=PROJECT_ROOT,
-                env=full_env,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-        server = Gunicorn(process, port, log_path, metrics_dir, full_env)
-        try:
-            if wait:
-                server.wait_booted(workers)
-            yield server
-        finally:
-            server.stop()
+    database_url: str, *, env: Mapping[str, str] | None = None, **options: Any
+) -> AbstractContextManager[Gunicorn]:
+    """tooling.gunicorn.run_gunicorn with the test settings (TEST_ENV) under `env`."""
+    return gunicorn.run_gunicorn(database_url, env={**TEST_ENV, **(env or {})}, **options)
 
 
 @contextmanager
@@ -267,11 +117,9 @@ async def eventually(
     seen: Callable[[], object] | None = None,
 ) -> None:
     """Like wait_for, but yields to the event loop (load keeps running meanwhile)."""
-    import asyncio
-
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if predicate():
             return
         await asyncio.sleep(0.1)
-    raise _timed_out(within, what, seen)
+    raise timed_out(within, what, seen)

@@ -8,7 +8,6 @@ import random
 import time
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
 WRONG_PASSWORD = "wrong-password-1"
 _NEXT = itertools.count(1)
@@ -33,16 +32,6 @@ async def attempt(
         data={"username": username, "password": password},
         headers={**from_address(address), "Connection": "close"},
     )
-
-
-def metric_sum(exposition: str, name: str, **labels: str) -> float:
-    """Sum of a metric's samples (e.g. `auth_logins_throttled_total`) matching `labels`."""
-    total = 0.0
-    for family in text_string_to_metric_families(exposition):
-        for sample in family.samples:
-            if sample.name == name and labels.items() <= sample.labels.items():
-                total += sample.value
-    return total
 
 
 async def room_in_window(needed_seconds: float = 60, window_seconds: int = 900) -> None:

@@ -2,7 +2,9 @@
 
 Every request goes to the next instance in turn (as a round-robin proxy would send it) and
 is recorded by (instance, method, route template, status), so a test can reconcile the
-ledger with each instance's /metrics and with the rows in PostgreSQL."""
+ledger with each instance's /metrics; every acknowledged write goes to the same ledger of
+acknowledged writes the load-test proof keeps (tooling.ledger), to check against the rows
+in PostgreSQL."""
 
 from __future__ import annotations
 
@@ -19,6 +21,9 @@ from typing import Any
 
 import httpx
 
+from tooling.ledger import HOT_WRITE, ITEM_CREATED, ITEM_DELETED, USER_CREATED
+from tooling.ledger import Ledger as WriteLedger
+
 PASSWORD = "correct-horse-42"
 # Generous: these tests check that nothing is lost or duplicated; on a busy machine a request
 # may queue for seconds behind others (latency belongs to the benchmarks).
@@ -31,8 +36,7 @@ class Ledger:
     sent: Counter[tuple[str, str, str, int]] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
     workers: defaultdict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
-    # user name -> {item pubid: `added` the client last set, or None for the server's}
-    users: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    writes: WriteLedger = field(default_factory=WriteLedger)  # acknowledged writes
     slowest: float = 0.0  # seconds, for the report of a run
 
     def by_route(self, base: str) -> Counter[tuple[str, str, str]]:
@@ -124,9 +128,10 @@ async def sign_up_and_log_in(client: Client, name: str) -> Login | None:
     )
     if created is None or tokens is None:
         return None
-    client.ledger.users[name] = {}
+    pubid = created.json()["pubid"]
+    client.ledger.writes.record(USER_CREATED, pubid=pubid)
     token = tokens.json()["access_token"]
-    return Login(name, created.json()["pubid"], {"Authorization": f"Bearer {token}"})
+    return Login(name, pubid, {"Authorization": f"Bearer {token}"})
 
 
 async def item_journey(client: Client, name: str, *, items: int = 4) -> None:
@@ -135,7 +140,8 @@ async def item_journey(client: Client, name: str, *, items: int = 4) -> None:
     login = await sign_up_and_log_in(client, name)
     if login is None:
         return
-    owned: dict[str, str | None] = client.ledger.users[name]
+    writes = client.ledger.writes
+    owned: list[str] = []
     for number in range(items):
         made = await client.call(
             "POST",
@@ -146,18 +152,19 @@ async def item_journey(client: Client, name: str, *, items: int = 4) -> None:
             json={"name": f"item-{number}", "user_pubid": login.pubid},
         )
         if made is not None:
-            owned[made.json()["pubid"]] = None
+            owned.append(made.json()["pubid"])
+            writes.record(ITEM_CREATED, pubid=owned[-1], owner=login.pubid)
     listed = await client.call(
         "GET", "/items", "/items", expect=200, headers=login.headers, params={"limit": 50}
     )
     if listed is not None:
         seen = {item["pubid"] for item in listed.json()["items"]}
         client.check(seen == set(owned), f"{name}: listed {seen}, created {set(owned)}")
-    for pubid in list(owned):
+    for pubid in owned:
         await client.call(
             "GET", "/items/{pubid}", f"/items/{pubid}", expect=200, headers=login.headers
         )
-    first, *_, last = list(owned)
+    first, *_, last = owned
     stamp = (STAMP + timedelta(minutes=len(name))).isoformat()
     updated = await client.call(
         "PUT",
@@ -168,11 +175,13 @@ async def item_journey(client: Client, name: str, *, items: int = 4) -> None:
         json={"added": stamp},
     )
     if updated is not None:
-        owned[first] = updated.json()["added"]
+        value = updated.json()["added"]
+        writes.record(HOT_WRITE, table="items", pubid=first, value=value)
     if await client.call(
         "DELETE", "/items/{pubid}", f"/items/{last}", expect=204, headers=login.headers
     ):
-        del owned[last]
+        owned.remove(last)
+        writes.record(ITEM_DELETED, pubid=last, owner=login.pubid)
     await client.call("GET", "/items/{pubid}", f"/items/{last}", expect=404, headers=login.headers)
     back = await client.call(
         "GET",
@@ -218,7 +227,8 @@ async def crossing_batches(
             )
         )
     pubids = [response.json()["pubid"] for response in made if response is not None]
-    ledger.users[name] = dict.fromkeys(pubids)
+    for pubid in pubids:
+        ledger.writes.record(ITEM_CREATED, pubid=pubid, owner=login.pubid)
     grouped = [pubids[n * rows : (n + 1) * rows] for n in range(groups)]
     stamps = {
         (n, reverse): (STAMP + timedelta(days=n, minutes=reverse)).isoformat()

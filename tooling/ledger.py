@@ -1,4 +1,5 @@
-"""What the load generators saw happen, for the proof to check against PostgreSQL.
+"""The ledger of acknowledged writes: what the load generators saw happen, for the proof to
+check against PostgreSQL.
 
 Every Locust process (the single local one, or each distributed worker) appends JSON lines to
 its own file, `ledger-<pid>.jsonl`, in one directory: one line per acknowledged write, and
@@ -120,6 +121,10 @@ class Ledger:
             - len(self.items_deleted)
             - self.cascaded_items
         )
+
+    def record(self, event: str, **fields: Any) -> None:
+        """One event as the writer would log it (for in-process traffic)."""
+        self.add({"e": event, **fields})
 
     def add(self, record: dict[str, Any]) -> None:
         match record.get("e"):

@@ -17,7 +17,6 @@ import contextlib
 import os
 import pwd
 import shutil
-import signal
 import socket
 import stat
 import subprocess
@@ -234,11 +233,6 @@ class EmbeddedPostgres:
         self.stop()
         self.start()
 
-    def signal_postmaster(self, signum: signal.Signals) -> None:
-        pid = self.postmaster_pid()
-        assert pid is not None, "server not running"
-        os.kill(pid, signum)
-
     def destroy(self) -> None:
         with contextlib.suppress(RuntimeError):
             self.stop(mode="immediate")
@@ -255,7 +249,7 @@ def running(server: EmbeddedPostgres) -> Iterator[str]:
         server.stop_if_started_here()
 
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEV_DATA_DIR = PROJECT_ROOT / ".pgdata" / "dev"
 
 

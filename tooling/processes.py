@@ -16,6 +16,26 @@ def _stat_fields(pid: int | str) -> list[str] | None:
     return stat[stat.rindex(")") + 2 :].split()
 
 
+def cmdline(pid: int) -> bytes:
+    """The process's command line, NUL-separated (empty once it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident memory in MiB, None once the process is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
 def children_with_state(pid: int) -> dict[int, str]:
     """Every child process of `pid` (zombies too) and its state letter (R, S, D, Z, ...)."""
     found = {}

@@ -1,9 +1,9 @@
 """Developer entry point behind ./dev: provide a database, migrate, run a command.
 
-    python -m service.dev serve            # database + migrations + gunicorn -c gunicorn.conf.py
-    python -m service.dev run -- CMD ...   # database + migrations, then CMD with DATABASE_URL set
-    python -m service.dev migrate          # database + alembic upgrade head
-    python -m service.dev stop-db          # stop the embedded PostgreSQL
+    python -m tooling serve            # database + migrations + gunicorn -c gunicorn.conf.py
+    python -m tooling run -- CMD ...   # database + migrations, then CMD with DATABASE_URL set
+    python -m tooling migrate          # database + alembic upgrade head
+    python -m tooling stop-db          # stop the embedded PostgreSQL
 
 With DATABASE_URL set, that database is used as is. Without it, an embedded PostgreSQL is
 started in .pgdata/dev (kept between runs) and stopped again when the command ends.
@@ -18,21 +18,12 @@ import subprocess
 import sys
 from types import FrameType
 
-from service.dev.postgres import DEV_DATA_DIR, PROJECT_ROOT, EmbeddedPostgres, provided_database
+from tooling.database import migrate
+from tooling.postgres import DEV_DATA_DIR, PROJECT_ROOT, EmbeddedPostgres, provided_database
 
 
 def say(message: str) -> None:
     print(f"[dev] {message}", file=sys.stderr, flush=True)
-
-
-def migrate(url: str) -> None:
-    say("applying migrations (alembic upgrade head) ...")
-    subprocess.run(
-        [sys.executable, "-m", "alembic", "upgrade", "head"],
-        cwd=PROJECT_ROOT,
-        env={**os.environ, "DATABASE_URL": url},
-        check=True,
-    )
 
 
 def run_child(command: list[str], url: str) -> int:
@@ -49,7 +40,7 @@ def run_child(command: list[str], url: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m service.dev",
+        prog="python -m tooling",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -65,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         EmbeddedPostgres(DEV_DATA_DIR, log=say).stop()
         return 0
     with provided_database(None, say) as url:
+        say("applying migrations (alembic upgrade head) ...")
         migrate(url)
         if args.command == "migrate":
             return 0

@@ -1,16 +1,34 @@
-"""The service's /metrics, parsed with prometheus_client's own text parser into the few
-series the proof reconciles. The text aggregates every gunicorn worker (multiprocess mode)."""
+"""The one /metrics reader: prometheus_client's own text parser, into samples by name and
+labels, or into the few series the load-test proof reconciles (`Snapshot`). The text
+aggregates every gunicorn worker (multiprocess mode)."""
 
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 RouteKey = tuple[str, str]  # (method, route template)
+Labels = frozenset[tuple[str, str]]
+Samples = dict[str, dict[Labels, float]]  # sample name -> labels -> value
+
+
+def read_samples(exposition: str) -> Samples:
+    found: Samples = defaultdict(dict)
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            found[sample.name][frozenset(sample.labels.items())] = sample.value
+    return found
+
+
+def metric_sum(exposition: str | Samples, name: str, **labels: str) -> float:
+    """Sum of a metric's samples (e.g. `auth_logins_throttled_total`) matching `labels`."""
+    parsed = read_samples(exposition) if isinstance(exposition, str) else exposition
+    wanted = labels.items()
+    return sum(value for found, value in parsed.get(name, {}).items() if wanted <= found)
 
 
 @dataclass(frozen=True)
