@@ -150,9 +150,13 @@ def test_compose_connection_budget_fits() -> None:
     assert "statement_timeout" in database_options(bouncer.get("databases", "app"))["connect_query"]
 
 
+MOUNTED_FOR_LOCUST = ("loadtests", "tooling")
+
+
 def test_locustfile_needs_only_what_the_stock_locust_image_has() -> None:
-    """compose runs loadtests/locustfile.py in locustio/locust: its imports, followed
-    through the loadtests package, may use locust (and its gevent) and the stdlib only."""
+    """compose runs loadtests/locustfile.py in locustio/locust, with loadtests/ and tooling/
+    mounted: its imports, followed through those two packages, may use locust (and its
+    gevent) and the stdlib only."""
     pending, seen, outside = [ROOT / "loadtests" / "locustfile.py"], set(), set()
     while pending:
         path = pending.pop()
@@ -168,7 +172,7 @@ def test_locustfile_needs_only_what_the_stock_locust_image_has() -> None:
                 continue
             for module in modules:
                 top = module.split(".")[0]
-                if top == "loadtests":
+                if top in MOUNTED_FOR_LOCUST:
                     base = ROOT / module.replace(".", "/")
                     pending += [
                         p for p in (base.with_suffix(".py"), base / "__init__.py") if p.exists()
@@ -176,6 +180,10 @@ def test_locustfile_needs_only_what_the_stock_locust_image_has() -> None:
                 elif top not in sys.stdlib_module_names:
                     outside.add(top)
     assert outside <= {"locust", "gevent"}, outside
+    for service in ("locust-master", "locust-worker"):
+        volumes = compose_model()["services"][service]["volumes"]
+        for package in MOUNTED_FOR_LOCUST:
+            assert any(f"/mnt/locust/{package}" in str(v) for v in volumes), (service, package)
 
 
 # --- Prometheus, HAProxy, Grafana -------------------------------------------------------
