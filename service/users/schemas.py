@@ -71,10 +71,11 @@ class UserUpdate(BaseModel):
 class PasswordChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    # Checked against the stored hash only: no format rule may tell a guesser anything.
+    # Checked against the stored hash only; the one format rule (no NUL, which no stored
+    # password has) is stated in the schema, so a generated client never sends it.
     current_password: Annotated[
         str,
-        StringConstraints(min_length=1, max_length=PASSWORD_MAX_LENGTH),
+        StringConstraints(min_length=1, max_length=PASSWORD_MAX_LENGTH, pattern=NO_NUL_PATTERN),
         AfterValidator(reject_unstorable_text),
     ]
     new_password: Password
