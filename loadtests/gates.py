@@ -1,15 +1,11 @@
 """Pass/fail gates for a headless run: failure ratio, p95/p99 per scenario, minimum throughput.
 
-Pure code (no Locust import): the Locust side turns its statistics into `RunFigures`, this
-module says which gates were breached, and the verdict is written as JSON for the proof.
-"""
+Pure code (no Locust import): the Locust side turns its statistics into `RunFigures` and this
+module says which gates were breached; the proof uses it to check its own options."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
 
 SCENARIOS = ("browse", "write", "signup", "contention", "polling", "abuse")
 # Sign-ups and the abuse scenario's logins each wait for a bcrypt slot (hash admission), so
@@ -22,27 +18,22 @@ class SpecError(ValueError):
     """A malformed `key=value,...` option; the message says which part."""
 
 
-def parse_spec(text: str, *, keys: tuple[str, ...] = SCENARIOS) -> dict[str, float]:
+def parse_spec(text: str) -> dict[str, float]:
     """'default=1000,signup=3000' -> {'default': 1000.0, 'signup': 3000.0}."""
+    keys = ("default", *SCENARIOS)
     result: dict[str, float] = {}
     for part in filter(None, (chunk.strip() for chunk in text.split(","))):
         key, sep, raw = part.partition("=")
         key = key.strip().lower()
-        if not sep or (key not in keys and key != "default"):
-            allowed = ", ".join(("default", *keys))
-            raise SpecError(f"{part!r}: expected KEY=NUMBER with KEY one of {allowed}")
+        if not sep or key not in keys:
+            raise SpecError(f"{part!r}: expected KEY=NUMBER with KEY one of {', '.join(keys)}")
         try:
-            value = float(raw)
+            result[key] = float(raw)
         except ValueError:
             raise SpecError(f"{part!r}: {raw.strip()!r} is not a number") from None
-        if value < 0:
+        if result[key] < 0:
             raise SpecError(f"{part!r}: must not be negative")
-        result[key] = value
     return result
-
-
-def limit_for(spec: dict[str, float], scenario: str) -> float | None:
-    return spec.get(scenario, spec.get("default"))
 
 
 @dataclass(frozen=True)
@@ -95,20 +86,7 @@ def breaches(figures: RunFigures, gates: Gates) -> list[str]:
             ("p95", scenario.p95_ms, gates.p95_ms),
             ("p99", scenario.p99_ms, gates.p99_ms),
         ):
-            limit = limit_for(spec, name)
+            limit = spec.get(name, spec.get("default"))
             if limit is not None and value > limit:
                 found.append(f"{name}: {label} {value:.0f} ms > {limit:g} ms")
-    return found
-
-
-def write_verdict(path: Path, figures: RunFigures, gates: Gates) -> list[str]:
-    found = breaches(figures, gates)
-    payload: dict[str, Any] = {
-        "passed": not found,
-        "breaches": found,
-        "figures": asdict(figures) | {"fail_ratio": figures.fail_ratio},
-        "gates": asdict(gates),
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, sort_keys=True), encoding="utf-8")
     return found

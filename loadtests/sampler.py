@@ -1,97 +1,114 @@
-"""Samples /metrics while the load runs (for the plots) and prints one progress line per
-few seconds. Runs in a thread; every scrape is itself a request the server counts."""
+"""Samples /metrics while the load runs (a thread; every scrape is itself a request the server
+counts), prints a progress line every few seconds, and draws what Locust's own HTML report
+cannot show: requests per gunicorn worker and each worker's database pool over time
+(matplotlib, rendered to PNG without a display)."""
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import httpx
+import matplotlib
 
-from tooling.metrics import Snapshot, scrape
+matplotlib.use("Agg")
 
+import matplotlib.pyplot as plt
 
-@dataclass(frozen=True)
-class Sample:
-    seconds: float
-    requests: float
-    per_worker: dict[str, float]
-    in_progress: float
-    checked_out: dict[str, float]
-    pool_size: float
-    server_errors: float
+from loadtests.reconcile import WorkerRow
+from tooling.metrics import Snapshot, delta, scrape
+
+PROGRESS_EVERY_SECONDS = 5.0
 
 
 @dataclass
 class Sampler:
     url: str
     baseline: Snapshot
-    interval: float = 1.0
-    progress_every: float = 5.0
-    say: Callable[[str], None] = print
-    samples: list[Sample] = field(default_factory=list)
+    interval: float
+    say: Callable[[str], None]
+    samples: list[Snapshot] = field(default_factory=list)
     scrapes: int = 0
-    failed_scrapes: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
-    def start(self) -> None:
+    def __enter__(self) -> Sampler:
         self._thread = threading.Thread(target=self._run, name="metrics-sampler", daemon=True)
         self._thread.start()
+        return self
 
-    def stop(self) -> None:
+    def __exit__(self, *_: object) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
 
     def _run(self) -> None:
-        started = time.monotonic()
-        last_progress = started
+        failed = 0
+        last_progress = self.baseline.taken_at
         with httpx.Client(base_url=self.url, timeout=10) as http:
             while not self._stop.wait(self.interval):
                 self.scrapes += 1
                 try:
-                    snapshot = scrape(http)
+                    self.samples.append(scrape(http))
                 except httpx.HTTPError as exc:
-                    self.failed_scrapes += 1
-                    if self.failed_scrapes in {1, 10, 100}:
-                        self.say(f"metrics scrape failed ({self.failed_scrapes}x): {exc!r}")
+                    failed += 1
+                    if failed in {1, 10, 100}:
+                        self.say(f"metrics scrape failed ({failed}x): {exc!r}")
                     continue
-                sample = self._sample(snapshot, snapshot.taken_at - started)
-                self.samples.append(sample)
-                if snapshot.taken_at - last_progress >= self.progress_every:
-                    last_progress = snapshot.taken_at
-                    self.say(self._progress(sample))
+                if self.samples[-1].taken_at - last_progress >= PROGRESS_EVERY_SECONDS:
+                    last_progress = self.samples[-1].taken_at
+                    self.say(self._progress())
 
-    def _sample(self, snapshot: Snapshot, seconds: float) -> Sample:
-        base = self.baseline
-        return Sample(
-            seconds=seconds,
-            requests=snapshot.total_requests - base.total_requests,
-            per_worker={
-                slot: value - base.worker_requests.get(slot, 0.0)
-                for slot, value in snapshot.worker_requests.items()
-            },
-            in_progress=sum(snapshot.in_progress.values()),
-            checked_out=dict(snapshot.pool_checked_out),
-            pool_size=sum(snapshot.pool_size.values()),
-            server_errors=snapshot.server_errors() - base.server_errors(),
-        )
-
-    def _progress(self, sample: Sample) -> str:
-        previous = self.samples[-6] if len(self.samples) > 5 else None
-        rate = (
-            (sample.requests - previous.requests) / (sample.seconds - previous.seconds)
-            if previous is not None and sample.seconds > previous.seconds
-            else sample.requests / max(sample.seconds, 1e-9)
-        )
-        workers = " ".join(
-            f"{slot}:{value:.0f}" for slot, value in sorted(sample.per_worker.items())
-        )
+    def _progress(self) -> str:
+        now, base = self.samples[-1], self.baseline
+        earlier = self.samples[-6] if len(self.samples) > 5 else base
+        rate = (now.total_requests - earlier.total_requests) / (now.taken_at - earlier.taken_at)
+        per_worker = delta(now.worker_requests, base.worker_requests)
+        workers = " ".join(f"{slot}:{value:.0f}" for slot, value in sorted(per_worker.items()))
         return (
-            f"{sample.seconds:5.0f}s  {sample.requests:7.0f} requests ({rate:6.0f}/s)  "
-            f"in flight {sample.in_progress:3.0f}  pool {sum(sample.checked_out.values()):3.0f}"
-            f"/{sample.pool_size:.0f}  5xx {sample.server_errors:.0f}  per worker {workers}"
+            f"{now.taken_at - base.taken_at:5.0f}s  "
+            f"{now.total_requests - base.total_requests:7.0f} requests ({rate:6.0f}/s)  "
+            f"in flight {sum(now.in_progress.values()):3.0f}  "
+            f"pool {sum(now.pool_checked_out.values()):3.0f}/{sum(now.pool_size.values()):.0f}  "
+            f"5xx {now.server_errors() - base.server_errors():.0f}  per worker {workers}"
         )
+
+    def draw(self, rows: list[WorkerRow], out: Path) -> list[str]:
+        """requests_per_worker.png and pool.png in `out`; returns their names."""
+        samples, base = self.samples, self.baseline
+        seconds = [s.taken_at - base.taken_at for s in samples]
+        figure, (bars, lines) = plt.subplots(1, 2, figsize=(11, 4))
+        bars.bar([row.slot for row in rows], [row.requests for row in rows], color="tab:blue")
+        for index, row in enumerate(rows):
+            bars.annotate(f"{row.share:.1%}", (index, row.requests), ha="center", va="bottom")
+        bars.set(title="Requests per worker (whole run)", xlabel="worker slot", ylabel="requests")
+        served = [delta(s.worker_requests, base.worker_requests) for s in samples]
+        for row in rows:
+            lines.plot(seconds, [counts.get(row.slot, 0) for counts in served], label=row.slot)
+        lines.set(title="Requests per worker over time", xlabel="seconds", ylabel="cumulative")
+        lines.legend(title="worker")
+        _save(figure, out / "requests_per_worker.png")
+
+        figure, axis = plt.subplots(figsize=(11, 4))
+        slots = sorted({slot for s in samples for slot in s.pool_checked_out})
+        for slot in slots:
+            checked_out = [s.pool_checked_out.get(slot, 0) for s in samples]
+            axis.plot(seconds, checked_out, label=f"worker {slot}")
+        in_progress = [sum(s.in_progress.values()) for s in samples]
+        axis.plot(seconds, in_progress, "k:", label="requests in progress (all, incl. the scrape)")
+        if samples:
+            per_worker = sum(samples[-1].pool_size.values()) / max(len(slots), 1)
+            axis.axhline(per_worker, color="grey", ls="--", label="pool size per worker")
+        axis.set(title="Database pool: connections checked out", xlabel="seconds", ylabel="count")
+        axis.legend(loc="upper right", fontsize="small")
+        _save(figure, out / "pool.png")
+        return ["requests_per_worker.png", "pool.png"]
+
+
+def _save(figure: Any, path: Path) -> None:
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)

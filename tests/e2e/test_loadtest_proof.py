@@ -179,7 +179,7 @@ def test_distributed_master_and_two_workers_reconcile_the_same_way(
     assert checks["3e."]["passed"] is True  # both worker processes contended on the same rows
     run_dir = next(tmp_path.glob("proof-*"))
     assert len(list((run_dir / "ledger").glob("ledger-*.jsonl"))) == 2
-    assert "all 2 workers drained" in (run_dir / "locust-master.log").read_text()
+    assert "all 2 workers drained" in (run_dir / "locust.log").read_text()
 
 
 @pytest.mark.gunicorn
