@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, ClassVar
 from urllib.parse import urlencode
 
@@ -30,8 +31,7 @@ Check = Callable[[Any], str | None]
 
 @dataclass
 class Account:
-    name: str
-    password: str = PASSWORD
+    name: str  # its password is PASSWORD
     pubid: str = ""
     access_token: str = ""
     refresh_token: str = ""
@@ -91,6 +91,13 @@ def not_found(body: Any) -> str | None:
     return checks.detail_problem(body, contains="not found")
 
 
+def refused(body: Any) -> str | None:
+    """A refused login: a wrong password, or too many attempts."""
+    return checks.detail_problem(body, contains="incorrect") and checks.detail_problem(
+        body, contains="too many"
+    )
+
+
 class ApiUser(FastHttpUser):
     """Every request goes through `call`: named by route template (so Locust's counts line
     up with the server's /metrics), checked for status and content, and failed with the
@@ -102,6 +109,9 @@ class ApiUser(FastHttpUser):
     network_timeout = 30.0
     connection_timeout = 10.0
     account: Account  # the user's own, for the scenarios that keep one
+
+    def on_start(self) -> None:
+        self.accounts: list[Account] = []  # for the scenarios that keep several
 
     def context(self) -> dict[str, Any]:
         return {"scenario": self.scenario}
@@ -117,10 +127,13 @@ class ApiUser(FastHttpUser):
         form: dict[str, str] | None = None,
         account: Account | None = None,
         close: bool = False,
-        headers: dict[str, str] | None = None,
+        address: str | None = None,
     ) -> Any:
-        """The decoded body ({} for 204) when status and content are right, else None."""
-        headers = {**(headers or {}), **({"Connection": "close"} if close else {})}
+        """The decoded body ({} for 204) when status and content are right, else None.
+        `address` is sent as X-Forwarded-For: see random_address."""
+        headers = {"Connection": "close"} if close else {}
+        if address:
+            headers["X-Forwarded-For"] = address
         if account is not None:
             if time.monotonic() - account.issued_at > TOKEN_REFRESH_AFTER_SECONDS:
                 self.refresh(account)
@@ -160,21 +173,15 @@ class ApiUser(FastHttpUser):
                 return checks.detail_problem(body, contains="taken")
             return checks.user_problem(body, name=name, fullname=fullname)
 
-        account = Account(name)
-        items_named = [f"item-{n}" for n in range(items)]
-        payload = {
-            "name": name,
-            "password": PASSWORD,
-            "fullname": fullname,
-            "initial_items": items_named,
-        }
+        initial_items = [f"item-{n}" for n in range(items)]
+        payload = dict(name=name, password=PASSWORD, fullname=fullname, initial_items=initial_items)
         body = self.call(
             "POST", "/users", expect=(201, 409) if taken_ok else (201,), json=payload, check=check
         )
         if body is None:
             return None
-        if "pubid" in body:
-            account.pubid = body["pubid"]
+        account = Account(name, pubid=body.get("pubid", ""))
+        if account.pubid:
             STATE.record(USER_CREATED, pubid=account.pubid, items=items)
         return account
 
@@ -187,17 +194,16 @@ class ApiUser(FastHttpUser):
         return account if self.list_items(account, count=items) else None
 
     def login(self, account: Account, *, address: str | None = None) -> bool:
-        form = {"username": account.name, "password": account.password}
-        headers = {"X-Forwarded-For": address} if address else None
-        return self._tokens(account, "/auth/token", form, headers)
+        form = {"username": account.name, "password": PASSWORD}
+        return self._tokens(account, "/auth/token", form, address)
 
     def refresh(self, account: Account) -> bool:
         return self._tokens(account, "/auth/refresh", {"refresh_token": account.refresh_token})
 
     def _tokens(
-        self, account: Account, path: str, form: dict[str, str], headers: Any = None
+        self, account: Account, path: str, form: dict[str, str], address: Any = None
     ) -> bool:
-        body = self.call("POST", path, form=form, headers=headers, check=checks.tokens_problem)
+        body = self.call("POST", path, form=form, address=address, check=checks.tokens_problem)
         if body is None:
             return False
         account.access_token = body["access_token"]
@@ -207,27 +213,16 @@ class ApiUser(FastHttpUser):
         return True
 
     def wrong_login(self, username: str, password: str, address: str) -> None:
+        """A wrong password (401), or too many attempts (429)."""
+        form = {"username": username, "password": password}
         self.call(
-            "POST",
-            "/auth/token",
-            expect=(401, 429),
-            form={"username": username, "password": password},
-            headers={"X-Forwarded-For": address},
-            # a wrong password (401), or too many attempts (429)
-            check=lambda body: (
-                checks.detail_problem(body, contains="incorrect")
-                and checks.detail_problem(body, contains="too many")
-            ),
+            "POST", "/auth/token", expect=(401, 429), form=form, address=address, check=refused
         )
 
     # -- users ----------------------------------------------------------------------------
     def users_page(self, limit: int, offset: int = 0, *, close: bool = False) -> Any:
-        body = self.call(
-            "GET",
-            f"/users?limit={limit}&offset={offset}",
-            close=close,
-            check=lambda body: checks.users_page_problem(body, limit=limit),
-        )
+        check = partial(checks.users_page_problem, limit=limit)
+        body = self.call("GET", f"/users?limit={limit}&offset={offset}", close=close, check=check)
         return None if body is None else body["users"]
 
     def user_detail(
@@ -245,48 +240,31 @@ class ApiUser(FastHttpUser):
         expect = (200, 404) if missing_ok else (200,)
         self.call("GET", f"/users/{pubid}?incl_items=true", expect=expect, check=check)
 
-    def set_fullname(self, account: Account, fullname: str) -> bool:
-        return (
-            self.call(
-                "PUT",
-                f"/users/{account.pubid}",
-                account=account,
-                json={"fullname": fullname},
-                check=lambda body: checks.user_problem(
-                    body, pubid=account.pubid, name=account.name, fullname=fullname
-                ),
-            )
-            is not None
+    def set_fullname(self, account: Account, fullname: str) -> Any:
+        """The updated user, or None."""
+        check = partial(
+            checks.user_problem, pubid=account.pubid, name=account.name, fullname=fullname
         )
+        json = {"fullname": fullname}
+        return self.call("PUT", f"/users/{account.pubid}", account=account, json=json, check=check)
 
     # -- items ----------------------------------------------------------------------------
     def list_items(self, account: Account, *, limit: int = 500, count: int | None = None) -> bool:
         """GET /items: exactly the items this client knows it owns; with `count`, that many,
         which it then learns."""
-        body = self.call(
-            "GET",
-            f"/items?limit={limit}",
-            account=account,
-            check=lambda body: checks.items_page_problem(
-                body,
-                owner=account.pubid,
-                expected=account.items.keys() if count is None else None,
-                count=count,
-            ),
+        expected = account.items.keys() if count is None else None
+        check = partial(
+            checks.items_page_problem, owner=account.pubid, expected=expected, count=count
         )
+        body = self.call("GET", f"/items?limit={limit}", account=account, check=check)
         if body is not None and count is not None:
             account.items = {item["pubid"]: item["name"] for item in body["items"]}
         return body is not None
 
     def create_item(self, account: Account, name: str) -> bool:
-        body = self.call(
-            "POST",
-            "/items",
-            expect=(201,),
-            account=account,
-            json={"name": name, "user_pubid": account.pubid},
-            check=lambda body: checks.item_problem(body, name=name, owner=account.pubid),
-        )
+        check = partial(checks.item_problem, name=name, owner=account.pubid)
+        json = {"name": name, "user_pubid": account.pubid}
+        body = self.call("POST", "/items", expect=(201,), account=account, json=json, check=check)
         if body is None:
             return False
         account.items[body["pubid"]] = name
@@ -294,28 +272,14 @@ class ApiUser(FastHttpUser):
         return True
 
     def read_item(self, account: Account, pubid: str, **expected: Any) -> None:
-        self.call(
-            "GET",
-            f"/items/{pubid}",
-            account=account,
-            check=lambda body: checks.item_problem(
-                body, pubid=pubid, owner=account.pubid, **expected
-            ),
-        )
+        check = partial(checks.item_problem, pubid=pubid, owner=account.pubid, **expected)
+        self.call("GET", f"/items/{pubid}", account=account, check=check)
 
-    def set_item_added(self, account: Account, pubid: str, added: datetime) -> bool:
-        return (
-            self.call(
-                "PUT",
-                f"/items/{pubid}",
-                account=account,
-                json={"added": added.isoformat()},
-                check=lambda body: checks.item_problem(
-                    body, pubid=pubid, owner=account.pubid, added=added
-                ),
-            )
-            is not None
-        )
+    def set_item_added(self, account: Account, pubid: str, added: datetime) -> Any:
+        """The updated item, or None."""
+        check = partial(checks.item_problem, pubid=pubid, owner=account.pubid, added=added)
+        json = {"added": added.isoformat()}
+        return self.call("PUT", f"/items/{pubid}", account=account, json=json, check=check)
 
     def delete_item(self, account: Account, pubid: str) -> bool:
         if self.call("DELETE", f"/items/{pubid}", expect=(204,), account=account) is None:

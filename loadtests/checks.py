@@ -28,33 +28,21 @@ def parse_aware(value: object) -> datetime | None:
     return parsed if isinstance(value, str) and parsed.tzinfo is not None else None
 
 
-Fields = dict[str, Callable[[Any], bool]]
+Fields = dict[str, Callable[[Any], object]]  # field -> is its value valid (truthy)?
 
 
 def _text(value: object) -> bool:
-    return isinstance(value, str) and bool(value)
+    return isinstance(value, str) and value != ""
 
 
 def _jwt(value: object) -> bool:
     return isinstance(value, str) and value.count(".") == 2
 
 
-USER: Fields = {
-    "pubid": is_uuid,
-    "name": _text,
-    "fullname": lambda v: v is None or isinstance(v, str),
-}
-ITEM: Fields = {
-    "pubid": is_uuid,
-    "name": _text,
-    "added": lambda v: parse_aware(v) is not None,
-    "user_pubid": is_uuid,
-}
-TOKENS: Fields = {
-    "access_token": _jwt,
-    "refresh_token": _jwt,
-    "token_type": lambda v: str(v).lower() == "bearer",
-}
+USER: Fields = {"pubid": is_uuid, "name": _text, "fullname": lambda v: isinstance(v, str | None)}
+ITEM: Fields = {"pubid": is_uuid, "name": _text, "added": parse_aware, "user_pubid": is_uuid}
+TOKENS: Fields = {"access_token": _jwt, "refresh_token": _jwt}
+TOKENS["token_type"] = lambda v: str(v).lower() == "bearer"
 
 
 def _not_object(what: str, body: object) -> str:

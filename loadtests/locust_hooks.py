@@ -13,7 +13,6 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -42,29 +41,24 @@ def add_arguments(parser: Any) -> None:
     group.add_argument(
         "--mix",
         default="",
-        env_var="LOCUST_MIX",
         help="Scenario weights, e.g. browse=3,write=2,signup=1,contention=2,polling=1 "
         f"(scenarios: {', '.join(gates.SCENARIOS)}; those left out do not run)",
     )
-    group.add_argument("--max-fail-ratio", type=float, default=0.0, env_var="LOCUST_MAX_FAIL_RATIO")
+    group.add_argument("--max-fail-ratio", type=float, default=0.0)
     group.add_argument(
         "--p95-ms",
         default=gates.DEFAULT_P95_MS,
-        env_var="LOCUST_P95_MS",
         help="p95 latency gate per scenario, ms (default=N applies to the others)",
     )
-    group.add_argument("--p99-ms", default=gates.DEFAULT_P99_MS, env_var="LOCUST_P99_MS")
-    group.add_argument("--min-rps", type=float, default=0.0, env_var="LOCUST_MIN_RPS")
+    group.add_argument("--p99-ms", default=gates.DEFAULT_P99_MS)
+    group.add_argument("--min-rps", type=float, default=0.0)
     group.add_argument("--gates-file", default="", help="write the gates' verdict here (JSON)")
-    group.add_argument(
-        "--ledger-dir", default="", help="record acknowledged writes here (one file per process)"
-    )
+    group.add_argument("--ledger-dir", default="", help="record acknowledged writes here")
     group.add_argument(
         "--run-id",
         default=os.urandom(4).hex(),
         help="names the shared contention accounts (a master forwards its own)",
     )
-    group.add_argument("--hot-accounts", type=int, default=2)
 
 
 def on_init(environment: Environment, runner: Runner, **_: Any) -> None:
@@ -180,11 +174,11 @@ def on_test_stop(environment: Environment, **_: Any) -> None:
     STATE.worker_pids.clear()
 
 
-def _scenario_figures(entry: StatsEntry) -> gates.ScenarioFigures:
-    p50, p95, p99 = (float(entry.get_response_time_percentile(p) or 0) for p in (0.5, 0.95, 0.99))
-    return gates.ScenarioFigures(
-        entry.num_requests, entry.num_failures, p50, p95, p99, float(entry.max_response_time or 0)
-    )
+def _scenario_figures(entry: StatsEntry) -> dict[str, float]:
+    figures: dict[str, float] = {"requests": entry.num_requests, "failures": entry.num_failures}
+    for percent in (50, 95, 99):
+        figures[f"p{percent}_ms"] = float(entry.get_response_time_percentile(percent / 100) or 0)
+    return figures | {"max_ms": float(entry.max_response_time or 0)}
 
 
 def on_quitting(environment: Environment, **_: Any) -> None:
@@ -192,36 +186,33 @@ def on_quitting(environment: Environment, **_: Any) -> None:
     if runner is None or isinstance(runner, WorkerRunner) or options is None:
         return
     total = environment.stats.total
-    figures = gates.RunFigures(
-        requests=total.num_requests,
-        failures=total.num_failures,
-        exceptions=sum(int(e.get("count", 1)) for e in runner.exceptions.values()),
-        rps=float(total.total_rps or 0),
-        scenarios={
-            entry.name: _scenario_figures(entry)
-            for entry in SCENARIO_STATS.entries.values()
-            if entry.num_requests
-        },
-    )
-    limits = gates.Gates(
-        options.max_fail_ratio,
-        gates.parse_spec(options.p95_ms),
-        gates.parse_spec(options.p99_ms),
-        options.min_rps,
-    )
+    scenarios = SCENARIO_STATS.entries.values()
+    figures: dict[str, Any] = {
+        "requests": total.num_requests,
+        "failures": total.num_failures,
+        "fail_ratio": total.fail_ratio,
+        "exceptions": sum(int(e.get("count", 1)) for e in runner.exceptions.values()),
+        "rps": float(total.total_rps or 0),
+        "scenarios": {e.name: _scenario_figures(e) for e in scenarios if e.num_requests},
+    }
+    limits = {
+        "max_fail_ratio": options.max_fail_ratio,
+        "p95_ms": gates.parse_spec(options.p95_ms),
+        "p99_ms": gates.parse_spec(options.p99_ms),
+        "min_rps": options.min_rps,
+    }
     found = gates.breaches(figures, limits)
     if options.csv_prefix:
         # Locust rewrites this file once a second, not at exit: it may miss the last second.
         with open(f"{options.csv_prefix}_stats.csv", "w", newline="", encoding="utf-8") as out:
             StatsCSV(environment, PERCENTILES_TO_REPORT).requests_csv(csv.writer(out))
     if options.gates_file:
-        verdict = {"passed": not found, "breaches": found, "gates": asdict(limits)}
-        verdict["figures"] = asdict(figures) | {"fail_ratio": figures.fail_ratio}
+        verdict = {"passed": not found, "breaches": found, "figures": figures, "gates": limits}
         Path(options.gates_file).write_text(json.dumps(verdict, indent=2), encoding="utf-8")
-    for name, s in sorted(figures.scenarios.items()):
+    for name, f in sorted(figures["scenarios"].items()):
         logger.info(
             "scenario %-10s %6d requests %4d failures  p50 %5.0f  p95 %5.0f  p99 %5.0f ms",
-            *(name, s.requests, s.failures, s.p50_ms, s.p95_ms, s.p99_ms),
+            *(name, f["requests"], f["failures"], f["p50_ms"], f["p95_ms"], f["p99_ms"]),
         )
     for breach in found:
         logger.error("GATE BREACHED: %s", breach)

@@ -18,6 +18,7 @@ import itertools
 import os
 import random
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,6 @@ if _ROOT not in sys.path:
 from loadtests import checks, locust_hooks  # noqa: E402, F401  (importing registers the hooks)
 from loadtests.base import (  # noqa: E402
     STATE,
-    Account,
     ApiUser,
     needed,
     not_found,
@@ -170,11 +170,6 @@ class SignupStorm(ApiUser):
     weight = 2
     wait_time = between(0.0, 0.2)
 
-    accounts: list[Account]
-
-    def on_start(self) -> None:
-        self.accounts = []
-
     @tag("signup", "write")
     @task(4)
     def sign_up_and_log_in(self) -> None:
@@ -192,7 +187,7 @@ class SignupStorm(ApiUser):
                 "/users",
                 expect=(409,),
                 json={"name": random.choice(self.accounts).name, "password": "another-pass-7"},
-                check=lambda body: checks.detail_problem(body, contains="taken"),
+                check=partial(checks.detail_problem, contains="taken"),
             )
 
     @tag("signup")
@@ -211,11 +206,8 @@ class SignupStorm(ApiUser):
         if self.users_page(10) is None or not self.accounts:
             return
         account = random.choice(self.accounts)
-        self.call(
-            "GET",
-            f"/users/{account.pubid}",
-            check=lambda body: checks.user_problem(body, pubid=account.pubid, name=account.name),
-        )
+        check = partial(checks.user_problem, pubid=account.pubid, name=account.name)
+        self.call("GET", f"/users/{account.pubid}", check=check)
 
     @tag("signup", "write")
     @task(1)
@@ -229,6 +221,7 @@ class SignupStorm(ApiUser):
             self.call("GET", path, expect=(404,), check=not_found)
 
 
+HOT_ACCOUNTS = 2
 HOT_ITEMS = 4
 _sequence = itertools.count()
 
@@ -256,7 +249,7 @@ class Contention(ApiUser):
 
     def on_start(self) -> None:
         options: Any = self.environment.parsed_options
-        name = f"hot{random.randrange(options.hot_accounts)}-{options.run_id}"[:30]
+        name = f"hot{random.randrange(HOT_ACCOUNTS)}-{options.run_id}"[:30]
         self.account = needed(self.join(name, items=HOT_ITEMS, taken_ok=True))
 
     def _set_item(self, pubid: str) -> bool:
@@ -309,11 +302,6 @@ class PollCreator(ApiUser):
     scenario = "polling"
     weight = 1
     wait_time = between(0.05, 0.3)
-
-    accounts: list[Account]
-
-    def on_start(self) -> None:
-        self.accounts = []
 
     @tag("polling", "write")
     @task(1)

@@ -35,14 +35,15 @@ import httpx
 from loadtests import gates, reconcile, report
 from loadtests.reconcile import Check
 from loadtests.sampler import Sampler
-from tooling.database import fresh_database, migrate
-from tooling.gunicorn import Gunicorn, run_gunicorn
+from tooling.database import fresh_database
+from tooling.gunicorn import Gunicorn, run_gunicorn, wait_for
 from tooling.ledger import read_ledger
 from tooling.metrics import Snapshot, scrape
 from tooling.postgres import free_port, provided_database
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SETTLE_SECONDS = 10.0
+STOP_TIMEOUT = 20  # seconds for Locust's users to finish their task
 
 
 def say(message: str) -> None:
@@ -88,25 +89,18 @@ def parser() -> argparse.ArgumentParser:
         "the embedded one); with --url: that deployment's database, for the row checks",
     )
     target.add_argument(
-        "--reuse-database",
-        action="store_true",
-        help="use --database-url's database as is (migrated), not a fresh one",
-    )
-    target.add_argument("--keep-database", action="store_true", help="do not drop it afterwards")
-    target.add_argument(
         "--bcrypt-rounds",
         type=int,
         default=10,
-        help="BCRYPT_ROUNDS for the started deployment (default 10; the service's own default "
-        "is 12, at which a sign-up storm alone saturates a 2-core machine)",
+        help="BCRYPT_ROUNDS of the started deployment (default 10: at the service's 12, a "
+        "sign-up storm alone saturates a 2-core machine)",
     )
     target.add_argument(
         "--hash-queue-timeout",
         type=float,
         default=10.0,
-        help="HASH_QUEUE_TIMEOUT_SECONDS for the started deployment (default 10; the "
-        "service's own is 1, at which the burst of sign-ups as Locust's users start is "
-        "partly shed with 503, which this proof would count as failures)",
+        help="HASH_QUEUE_TIMEOUT_SECONDS of the started deployment (default 10: at the "
+        "service's 1, the burst of sign-ups as Locust's users start is partly shed with 503)",
     )
     target.add_argument(
         "--env",
@@ -116,7 +110,7 @@ def parser() -> argparse.ArgumentParser:
         type=env_pair,
         help="extra environment for the started gunicorn, e.g. DB_POOL_SIZE=5 (repeatable)",
     )
-    load = p.add_argument_group("load")
+    load = p.add_argument_group("load and output")
     load.add_argument("--users", type=int, default=40, help="concurrent Locust users")
     load.add_argument("--spawn-rate", type=float, default=10.0, help="users started per second")
     load.add_argument("--run-time", type=duration, default=60, help="e.g. 60s, 2m (default 60s)")
@@ -130,96 +124,73 @@ def parser() -> argparse.ArgumentParser:
         metavar="N",
         help="run Locust as a master and N worker processes (Locust's own --processes)",
     )
-    load.add_argument("--stop-timeout", type=int, default=20, help="seconds for tasks to finish")
+    load.add_argument("--reports-dir", type=Path, default=PROJECT_ROOT / "reports")
     limits = p.add_argument_group("gates (breached: exit 1)")
     limits.add_argument("--max-fail-ratio", type=float, default=0.0)
     limits.add_argument("--p95", type=spec, default=gates.DEFAULT_P95_MS, help="ms per scenario")
     limits.add_argument("--p99", type=spec, default=gates.DEFAULT_P99_MS, help="ms per scenario")
     limits.add_argument("--min-rps", type=float, default=0.0, help="minimum throughput (0: off)")
-    out = p.add_argument_group("output")
-    out.add_argument("--reports-dir", type=Path, default=PROJECT_ROOT / "reports")
-    out.add_argument("--sample-interval", type=float, default=1.0, help="seconds between scrapes")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    args.reports_dir.mkdir(parents=True, exist_ok=True)
+    out = Path(tempfile.mkdtemp(prefix=time.strftime("proof-%Y%m%d-%H%M%S-"), dir=args.reports_dir))
+    say(f"reports: {out}")
     try:
-        return 0 if prove(args) else 1
+        with contextlib.ExitStack() as stack:
+            server: Gunicorn | None = None
+            url, database_url = (args.url or "").rstrip("/"), args.database_url
+            if not args.url:
+                server_url = stack.enter_context(provided_database(args.database_url, say))
+                database_url = stack.enter_context(fresh_database(server_url, prefix="loadtest"))
+                env = {
+                    "BCRYPT_ROUNDS": str(args.bcrypt_rounds),
+                    "HASH_QUEUE_TIMEOUT_SECONDS": str(args.hash_queue_timeout),
+                    **dict(args.env),
+                }
+                say(f"starting gunicorn with {args.workers} workers ...")
+                log_path = out / "gunicorn.log"
+                server = stack.enter_context(
+                    run_gunicorn(database_url, workers=args.workers, env=env, log_path=log_path)
+                )
+                url = server.url
+            return 0 if run_and_reconcile(args, url, server, database_url, out).passed else 1
     except KeyboardInterrupt:
         say("interrupted: Locust, gunicorn and the scratch database were stopped")
         return 130
 
 
-def prove(args: argparse.Namespace) -> bool:
-    args.reports_dir.mkdir(parents=True, exist_ok=True)
-    out = Path(tempfile.mkdtemp(prefix=time.strftime("proof-%Y%m%d-%H%M%S-"), dir=args.reports_dir))
-    say(f"reports: {out}")
-    with contextlib.ExitStack() as stack:
-        server: Gunicorn | None = None
-        if args.url:
-            url, database_url = args.url.rstrip("/"), args.database_url
-        else:
-            database_url = stack.enter_context(provided_database(args.database_url, say))
-            if args.reuse_database:
-                migrate(database_url)
-            else:
-                database_url = stack.enter_context(
-                    fresh_database(
-                        database_url, prefix="loadtest", keep=args.keep_database, say=say
-                    )
-                )
-            env = {
-                "BCRYPT_ROUNDS": str(args.bcrypt_rounds),
-                "HASH_QUEUE_TIMEOUT_SECONDS": str(args.hash_queue_timeout),
-                **dict(args.env),
-            }
-            say(f"starting gunicorn with {args.workers} workers ...")
-            server = stack.enter_context(
-                run_gunicorn(
-                    database_url,
-                    workers=args.workers,
-                    env=env,
-                    log_path=out / "gunicorn.log",
-                    wait=False,
-                )
-            )
-            url = server.url
-        deployed = "as deployed" if server is None else None
-        setup = {
-            "target": url + (" (given --url)" if server is None else ""),
-            "gunicorn workers": deployed or str(args.workers),
-            "bcrypt rounds": deployed or str(args.bcrypt_rounds),
-            "hash queue timeout": deployed or f"{args.hash_queue_timeout:g} s",
-            "environment": " ".join(f"{k}={v}" for k, v in args.env) or "-",
-            "Locust": f"{args.users} users, spawn {args.spawn_rate:g}/s, {args.run_time}s, "
-            + (f"master + {args.distributed} workers" if args.distributed else "1 process"),
-            "mix": args.mix or "all scenarios, default weights",
-            "gates": f"fail ratio <= {args.max_fail_ratio:g}; p95 {args.p95}; p99 {args.p99}"
-            + (f"; >= {args.min_rps:g} req/s" if args.min_rps else ""),
-        }
-        return run_and_reconcile(
-            args, url=url, server=server, database_url=database_url, setup=setup, out=out
-        ).passed
+def setup(args: argparse.Namespace, url: str, server: Gunicorn | None) -> dict[str, str]:
+    """The report's first table."""
+    deployed = "as deployed" if server is None else None
+    return {
+        "target": url + (" (given --url)" if server is None else ""),
+        "gunicorn workers": deployed or str(args.workers),
+        "bcrypt rounds": deployed or str(args.bcrypt_rounds),
+        "hash queue timeout": deployed or f"{args.hash_queue_timeout:g} s",
+        "environment": " ".join(f"{k}={v}" for k, v in args.env) or "-",
+        "Locust": f"{args.users} users, spawn {args.spawn_rate:g}/s, {args.run_time}s, "
+        + (f"master + {args.distributed} workers" if args.distributed else "1 process"),
+        "mix": args.mix or "all scenarios, default weights",
+        "gates": f"fail ratio <= {args.max_fail_ratio:g}; p95 {args.p95}; p99 {args.p99}"
+        + (f"; >= {args.min_rps:g} req/s" if args.min_rps else ""),
+    }
 
 
-def wait_ready(url: str, workers: int | None, *, timeout: float) -> Snapshot:
-    """Until /readyz answers 200 and `workers` workers have built their pool (each sets its
-    slot's db_pool_size gauge in its lifespan). Returns the last /metrics snapshot."""
-    deadline = time.monotonic() + timeout
-    last_error = "no answer yet"
+def take_baseline(url: str) -> Snapshot:
+    """Once /readyz answers 200 (a deployment the proof started has booted every worker by
+    then): the /metrics snapshot the run is measured from."""
     with httpx.Client(base_url=url, timeout=5) as http:
-        while time.monotonic() < deadline:
-            try:
-                if http.get("/readyz").status_code == 200:
-                    snapshot = scrape(http)
-                    if workers is None or len(snapshot.live_slots) >= workers:
-                        return snapshot
-                    last_error = f"{len(snapshot.live_slots)} of {workers} workers booted"
-            except httpx.HTTPError as exc:
-                last_error = repr(exc)
-            time.sleep(0.2)
-    raise TimeoutError(f"{url} not ready after {timeout:.0f}s: {last_error}")
+
+        def ready() -> bool:
+            with contextlib.suppress(httpx.HTTPError):
+                return http.get("/readyz").status_code == 200
+            return False
+
+        wait_for(ready, timeout=90, interval=0.2, what=f"{url}/readyz to answer 200")
+        return scrape(http)
 
 
 def run_locust(args: argparse.Namespace, url: str, out: Path) -> int:
@@ -227,7 +198,7 @@ def run_locust(args: argparse.Namespace, url: str, out: Path) -> int:
     command = [
         *(sys.executable, "-m", "locust", "-f", "loadtests/locustfile.py", "-H", url),
         *("--headless", "--only-summary", "-u", str(args.users), "-r", str(args.spawn_rate)),
-        *("-t", f"{args.run_time}s", "--stop-timeout", str(args.stop_timeout)),
+        *("-t", f"{args.run_time}s", "--stop-timeout", str(STOP_TIMEOUT)),
         *("--csv", str(out / "locust"), "--html", str(out / "locust.html")),
         *("--ledger-dir", str(out / "ledger"), "--gates-file", str(out / "gates.json")),
         *("--max-fail-ratio", str(args.max_fail_ratio), "--min-rps", str(args.min_rps)),
@@ -244,7 +215,7 @@ def run_locust(args: argparse.Namespace, url: str, out: Path) -> int:
             command, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
-        code = process.wait(args.run_time + args.stop_timeout + 120)
+        code = process.wait(args.run_time + STOP_TIMEOUT + 120)
     except subprocess.TimeoutExpired:
         code = -1
     finally:
@@ -307,22 +278,17 @@ def server_log_check(server: Gunicorn, *, since: int) -> Check:
 
 
 def run_and_reconcile(
-    args: argparse.Namespace,
-    *,
-    url: str,
-    server: Gunicorn | None,
-    database_url: str | None,
-    setup: dict[str, str],
-    out: Path,
+    args: argparse.Namespace, url: str, server: Gunicorn | None, database_url: str | None, out: Path
 ) -> report.ProofResult:
     """Baseline, load with sampling, final state, every reconciliation, the plots and the
     report, against a ready target."""
-    baseline = wait_ready(url, args.workers if server else None, timeout=90)
+    settings = setup(args, url, server)
+    baseline = take_baseline(url)
     say(f"{len(baseline.live_slots)} workers ready at {url}")
     log_offset = server.log_path.stat().st_size if server is not None else 0
     # The table counts before the run, where nobody else writes: a database the proof made.
     counts_before = reconcile.table_counts(database_url) if server and database_url else None
-    with Sampler(url, baseline, args.sample_interval, say) as sampler:
+    with Sampler(url, baseline, say) as sampler:
         code = run_locust(args, url, out)
     verdict_check, verdict = gates_check(out, code)
     ledger = read_ledger(out / "ledger")
@@ -333,7 +299,7 @@ def run_and_reconcile(
         if server is not None and server.process.poll() is not None:
             detail += f"; gunicorn exited during the run with {server.process.returncode}"
         checks = [Check("0. deployment reachable after the run", False, detail), verdict_check]
-        result = report.ProofResult(setup, checks, ledger, verdict)
+        result = report.ProofResult(settings, checks, ledger, verdict)
         report.write(result, out, say)
         return result
 
@@ -360,7 +326,7 @@ def run_and_reconcile(
     ]
     if server is not None:
         checks.append(server_log_check(server, since=log_offset))
-    result = report.ProofResult(setup, checks, ledger, verdict, route_rows, worker_rows)
+    result = report.ProofResult(settings, checks, ledger, verdict, route_rows, worker_rows)
     result.plots = sampler.draw(worker_rows, out)
     report.write(result, out, say)
     return result

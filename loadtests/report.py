@@ -4,11 +4,12 @@ and the summary printed at the end."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loadtests import gates
 from loadtests.reconcile import Check, RouteRow, WorkerRow
 from tooling.ledger import Ledger
 
@@ -34,23 +35,21 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _scenario_rows(verdict: dict[str, Any]) -> list[list[str]]:
-    limits = verdict.get("gates", {})
-
-    def gated(value: float, gate: str, name: str) -> str:
-        limit = limits.get(gate, {}).get(name, limits.get(gate, {}).get("default"))
-        return f"{value:.0f}" + (f" (≤ {limit:g})" if limit is not None else "")
+    def gated(figures: dict[str, float], gate: str, name: str) -> str:
+        most = gates.limit(verdict["gates"], gate, name)
+        return f"{figures[gate]:.0f}" + (f" (≤ {most:g})" if most is not None else "")
 
     return [
         [
             *(name, str(s["requests"]), str(s["failures"]), f"{s['p50_ms']:.0f}"),
-            *(gated(s["p95_ms"], "p95_ms", name), gated(s["p99_ms"], "p99_ms", name)),
-            f"{s['max_ms']:.0f}",
+            *(gated(s, "p95_ms", name), gated(s, "p99_ms", name), f"{s['max_ms']:.0f}"),
         ]
-        for name, s in sorted(verdict.get("figures", {}).get("scenarios", {}).items())
+        for name, s in sorted(verdict["figures"]["scenarios"].items())
     ]
 
 
 def markdown(result: ProofResult) -> str:
+    ledger, verdict = result.ledger, result.verdict
     lines = [f"# Concurrency proof: {'PASS' if result.passed else 'FAIL'}", ""]
     lines += _table(["Setting", "Value"], [[k, v] for k, v in result.setup.items()])
     lines += ["## Checks", ""]
@@ -72,35 +71,25 @@ def markdown(result: ProofResult) -> str:
         ["Worker slot", "Requests", "Share"],
         [[w.slot, str(w.requests), f"{w.share:.1%}"] for w in result.workers],
     )
-    if verdict := result.verdict:
-        figures = verdict["figures"]
+    if verdict:
         lines += ["## Latency per scenario (ms) and gates", ""]
-        lines += _table(
-            ["Scenario", "Requests", "Failures", "p50", "p95", "p99", "max"],
-            _scenario_rows(verdict),
-        )
-        gates = "held" if verdict["passed"] else "BREACHED: " + "; ".join(verdict["breaches"])
+        header = ["Scenario", "Requests", "Failures", "p50", "p95", "p99", "max"]
+        lines += _table(header, _scenario_rows(verdict))
+        held = "held" if verdict["passed"] else "BREACHED: " + "; ".join(verdict["breaches"])
+        figures = verdict["figures"]
         lines += [
             f"Throughput {figures['rps']:.1f} req/s; failure ratio {figures['fail_ratio']:.4f}; "
-            f"gates {gates}",
+            f"gates {held}",
             "",
         ]
-    ledger = result.ledger
+    created: list[tuple[str, Sized, Sized, Sized]] = [
+        ("users", ledger.users_created, ledger.users_deleted, ledger.users_expected),
+        ("items (POST /items)", ledger.items_created, ledger.items_deleted, ledger.items_expected),
+    ]
     lines += ["## What Locust created and deleted", ""]
     lines += _table(
         ["Resource", "Created (201)", "Deleted (204)", "Should exist now"],
-        [
-            [resource, str(len(created)), str(len(deleted)), str(len(expected))]
-            for resource, created, deleted, expected in (
-                ("users", ledger.users_created, ledger.users_deleted, ledger.users_expected),
-                (
-                    "items (POST /items)",
-                    ledger.items_created,
-                    ledger.items_deleted,
-                    ledger.items_expected,
-                ),
-            )
-        ],
+        [[name, *(str(len(rows)) for rows in sets)] for name, *sets in created],
     )
     if result.plots:
         lines += ["## Plots", "", *(f"![{name}]({name})" for name in result.plots), ""]
@@ -129,7 +118,7 @@ def write(result: ProofResult, out_dir: Path, say: Callable[[str], None]) -> Non
             "users_deleted": len(ledger.users_deleted),
             "items": len(ledger.items_created),
             "items_deleted": len(ledger.items_deleted),
-            "hot_writes": sum(len(v) for v in ledger.hot_values.values()),
+            "hot_writes": sum(map(len, ledger.hot_values.values())),
         },
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")

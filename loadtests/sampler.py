@@ -21,14 +21,13 @@ import matplotlib.pyplot as plt
 from loadtests.reconcile import WorkerRow
 from tooling.metrics import Snapshot, delta, scrape
 
-PROGRESS_EVERY_SECONDS = 5.0
-
 
 @dataclass
 class Sampler:
+    """A /metrics scrape a second while in its with-block, a progress line every five."""
+
     url: str
     baseline: Snapshot
-    interval: float
     say: Callable[[str], None]
     samples: list[Snapshot] = field(default_factory=list)
     scrapes: int = 0
@@ -47,9 +46,8 @@ class Sampler:
 
     def _run(self) -> None:
         failed = 0
-        last_progress = self.baseline.taken_at
         with httpx.Client(base_url=self.url, timeout=10) as http:
-            while not self._stop.wait(self.interval):
+            while not self._stop.wait(1.0):
                 self.scrapes += 1
                 try:
                     self.samples.append(scrape(http))
@@ -58,19 +56,16 @@ class Sampler:
                     if failed in {1, 10, 100}:
                         self.say(f"metrics scrape failed ({failed}x): {exc!r}")
                     continue
-                if self.samples[-1].taken_at - last_progress >= PROGRESS_EVERY_SECONDS:
-                    last_progress = self.samples[-1].taken_at
-                    self.say(self._progress())
+                if len(self.samples) % 5 == 0:
+                    self.say(self._progress(self.samples[-1], self.baseline))
 
-    def _progress(self) -> str:
-        now, base = self.samples[-1], self.baseline
-        earlier = self.samples[-6] if len(self.samples) > 5 else base
-        rate = (now.total_requests - earlier.total_requests) / (now.taken_at - earlier.taken_at)
+    @staticmethod
+    def _progress(now: Snapshot, base: Snapshot) -> str:
         per_worker = delta(now.worker_requests, base.worker_requests)
         workers = " ".join(f"{slot}:{value:.0f}" for slot, value in sorted(per_worker.items()))
         return (
             f"{now.taken_at - base.taken_at:5.0f}s  "
-            f"{now.total_requests - base.total_requests:7.0f} requests ({rate:6.0f}/s)  "
+            f"{now.total_requests - base.total_requests:7.0f} requests  "
             f"in flight {sum(now.in_progress.values()):3.0f}  "
             f"pool {sum(now.pool_checked_out.values()):3.0f}/{sum(now.pool_size.values()):.0f}  "
             f"5xx {now.server_errors() - base.server_errors():.0f}  per worker {workers}"

@@ -63,11 +63,20 @@ def test_gate_specs_parse_and_reject_typos() -> None:
 
 
 def test_breaches_name_each_gate() -> None:
-    slow = gates.ScenarioFigures(requests=10, failures=1, p50_ms=5, p95_ms=900, p99_ms=2000,
-                                 max_ms=2100)  # fmt: skip
-    figures = gates.RunFigures(requests=10, failures=1, exceptions=0, rps=4.0,
-                               scenarios={"write": slow})  # fmt: skip
-    limits = gates.Gates(p95_ms={"default": 500}, p99_ms={"write": 5000}, min_rps=5)
+    slow = {"requests": 10, "failures": 1, "p50_ms": 5, "p95_ms": 900, "p99_ms": 2000}
+    figures = {
+        "requests": 10,
+        "failures": 1,
+        "exceptions": 0,
+        "rps": 4.0,
+        "scenarios": {"write": slow},
+    }
+    limits = {
+        "max_fail_ratio": 0,
+        "p95_ms": {"default": 500},
+        "p99_ms": {"write": 5000},
+        "min_rps": 5,
+    }
     found = gates.breaches(figures, limits)
     assert len(found) == 3, found
     assert any("failure ratio" in line for line in found)
