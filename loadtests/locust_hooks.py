@@ -100,25 +100,17 @@ def select_user_classes(environment: Environment) -> None:
 
 
 def on_request(
-    *,
-    request_type: str,
-    name: str,
-    response_time: float | None,
-    response_length: int,
-    response: Any = None,
-    context: dict[str, Any] | None = None,
-    exception: Any = None,
-    **_: Any,
+    request_type: str, name: str, response: Any, context: dict[str, Any], **request: Any
 ) -> None:
     STATE.requests[f"{request_type} {name}"] += 1
     if name == "/auth/token" and getattr(response, "status_code", None) == 429:
         STATE.throttled_logins += 1
     headers = getattr(response, "headers", None)
     STATE.worker_pids[str((headers and headers.get("x-worker-id")) or "none")] += 1
-    entry = SCENARIO_STATS.get((context or {}).get("scenario") or "other", "")
-    entry.log(round(response_time or 0), response_length)
-    if exception is not None:
-        entry.log_error(exception)
+    entry = SCENARIO_STATS.get(context.get("scenario") or "other", "")
+    entry.log(round(request["response_time"] or 0), request["response_length"])
+    if request["exception"] is not None:
+        entry.log_error(request["exception"])
 
 
 def on_report_to_master(client_id: str, data: dict[str, Any]) -> None:
