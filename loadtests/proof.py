@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -34,11 +35,10 @@ import httpx
 
 from loadtests import gates, reconcile, report
 from loadtests.reconcile import Check
-from loadtests.sampler import Sampler
 from tooling.database import fresh_database
 from tooling.gunicorn import Gunicorn, run_gunicorn, wait_for
 from tooling.ledger import read_ledger
-from tooling.metrics import Snapshot, scrape
+from tooling.metrics import Snapshot, delta, scrape
 from tooling.postgres import free_port, provided_database
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -179,6 +179,30 @@ def setup(args: argparse.Namespace, url: str, server: Gunicorn | None) -> dict[s
     }
 
 
+def sample(url: str, base: Snapshot, stop: threading.Event, out: list[Snapshot | None]) -> None:
+    """Until `stop`: a /metrics scrape a second into `out` (None when one failed), and a
+    progress line every five."""
+    with httpx.Client(base_url=url, timeout=10) as http:
+        while not stop.wait(1.0):
+            try:
+                out.append(now := scrape(http))
+            except httpx.HTTPError as exc:
+                out.append(None)
+                if (failed := out.count(None)) in {1, 10, 100}:
+                    say(f"metrics scrape failed ({failed}x): {exc!r}")
+                continue
+            if len(out) % 5 == 0:
+                per_worker = delta(now.worker_requests, base.worker_requests)
+                workers = " ".join(f"{k}:{v:.0f}" for k, v in sorted(per_worker.items()))
+                say(
+                    f"{now.taken_at - base.taken_at:5.0f}s  "
+                    f"{now.total_requests - base.total_requests:7.0f} requests  "
+                    f"in flight {sum(now.in_progress.values()):3.0f}  pool "
+                    f"{sum(now.pool_checked_out.values()):3.0f}/{sum(now.pool_size.values()):.0f}  "
+                    f"5xx {now.server_errors() - base.server_errors():.0f}  per worker {workers}"
+                )
+
+
 def take_baseline(url: str) -> Snapshot:
     """Once /readyz answers 200 (a deployment the proof started has booted every worker by
     then): the /metrics snapshot the run is measured from."""
@@ -288,8 +312,14 @@ def run_and_reconcile(
     log_offset = server.log_path.stat().st_size if server is not None else 0
     # The table counts before the run, where nobody else writes: a database the proof made.
     counts_before = reconcile.table_counts(database_url) if server and database_url else None
-    with Sampler(url, baseline, say) as sampler:
+    stop, samples = threading.Event(), list[Snapshot | None]()
+    sampler = threading.Thread(target=sample, args=(url, baseline, stop, samples), daemon=True)
+    sampler.start()
+    try:
         code = run_locust(args, url, out)
+    finally:
+        stop.set()
+        sampler.join(30)
     verdict_check, verdict = gates_check(out, code)
     ledger = read_ledger(out / "ledger")
     try:
@@ -309,7 +339,7 @@ def run_and_reconcile(
     server_counts = final.by_route()
     server_counts.subtract(baseline.by_route())
     # /metrics requests: the baseline scrape, the sampler's, and all but the last settling one.
-    scrapes = 1 + sampler.scrapes + attempts - 1
+    scrapes = 1 + len(samples) + attempts - 1
     route_check, route_rows = reconcile.routes(
         locust, server_counts, scrapes=scrapes, per_process=ledger.requests
     )
@@ -327,7 +357,7 @@ def run_and_reconcile(
     if server is not None:
         checks.append(server_log_check(server, since=log_offset))
     result = report.ProofResult(settings, checks, ledger, verdict, route_rows, worker_rows)
-    result.plots = sampler.draw(worker_rows, out)
+    result.plots = report.plots([s for s in samples if s], baseline, worker_rows, out)
     report.write(result, out, say)
     return result
 

@@ -1,5 +1,6 @@
 """The proof's report: report.md (tables and plots) and summary.json in the run's directory,
-and the summary printed at the end."""
+and the summary printed at the end. The plots are matplotlib's, rendered to PNG without a
+display."""
 
 from __future__ import annotations
 
@@ -9,9 +10,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+
 from loadtests import gates
 from loadtests.reconcile import Check, RouteRow, WorkerRow
 from tooling.ledger import Ledger
+from tooling.metrics import Snapshot, delta
 
 
 @dataclass
@@ -134,3 +142,41 @@ def write(result: ProofResult, out_dir: Path, say: Callable[[str], None]) -> Non
         say(f"  {check.label}  {check.name}: {check.detail}")
     say(f"RESULT: {'PASS' if result.passed else 'FAIL'}")
     say(f"report: {out_dir / 'report.md'}")
+
+
+def plots(samples: list[Snapshot], base: Snapshot, rows: list[WorkerRow], out: Path) -> list[str]:
+    """What Locust's own HTML report cannot show: requests per gunicorn worker and each
+    worker's database pool over time, as requests_per_worker.png and pool.png in `out`."""
+    seconds = [s.taken_at - base.taken_at for s in samples]
+    figure, (bars, lines) = plt.subplots(1, 2, figsize=(11, 4))
+    bars.bar([row.slot for row in rows], [row.requests for row in rows], color="tab:blue")
+    for index, row in enumerate(rows):
+        bars.annotate(f"{row.share:.1%}", (index, row.requests), ha="center", va="bottom")
+    bars.set(title="Requests per worker (whole run)", xlabel="worker slot", ylabel="requests")
+    served = [delta(s.worker_requests, base.worker_requests) for s in samples]
+    for row in rows:
+        lines.plot(seconds, [counts.get(row.slot, 0) for counts in served], label=row.slot)
+    lines.set(title="Requests per worker over time", xlabel="seconds", ylabel="cumulative")
+    lines.legend(title="worker")
+    _save(figure, out / "requests_per_worker.png")
+
+    figure, axis = plt.subplots(figsize=(11, 4))
+    slots = sorted({slot for s in samples for slot in s.pool_checked_out})
+    for slot in slots:
+        checked_out = [s.pool_checked_out.get(slot, 0) for s in samples]
+        axis.plot(seconds, checked_out, label=f"worker {slot}")
+    in_progress = [sum(s.in_progress.values()) for s in samples]
+    axis.plot(seconds, in_progress, "k:", label="requests in progress (all, incl. the scrape)")
+    if samples:
+        per_worker = sum(samples[-1].pool_size.values()) / max(len(slots), 1)
+        axis.axhline(per_worker, color="grey", ls="--", label="pool size per worker")
+    axis.set(title="Database pool: connections checked out", xlabel="seconds", ylabel="count")
+    axis.legend(loc="upper right", fontsize="small")
+    _save(figure, out / "pool.png")
+    return ["requests_per_worker.png", "pool.png"]
+
+
+def _save(figure: Any, path: Path) -> None:
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
