@@ -10,7 +10,6 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -21,12 +20,11 @@ from locust import FastHttpUser
 from locust.exception import StopUser
 
 from loadtests import checks
+from loadtests.checks import Check
 from tooling.ledger import ITEM_CREATED, ITEM_DELETED, USER_CREATED, LedgerWriter
 
 PASSWORD = "loadtest-pass-42"
 TOKEN_REFRESH_AFTER_SECONDS = 300.0
-EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
-Check = Callable[[Any], str | None]
 
 
 @dataclass
@@ -64,7 +62,7 @@ def unique_name(prefix: str) -> str:
 
 def random_timestamp() -> datetime:
     """A distinct aware timestamp (microsecond precision, as PostgreSQL keeps it)."""
-    return EPOCH + timedelta(microseconds=random.randrange(10**15))
+    return datetime(2000, 1, 1, tzinfo=UTC) + timedelta(microseconds=random.randrange(10**15))
 
 
 def random_address(block: int) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Collection, Mapping
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 
@@ -28,6 +29,7 @@ def parse_aware(value: object) -> datetime | None:
     return parsed if isinstance(value, str) and parsed.tzinfo is not None else None
 
 
+Check = Callable[[Any], str | None]
 Fields = dict[str, Callable[[Any], object]]  # field -> is its value valid (truthy)?
 
 
@@ -98,22 +100,19 @@ def tokens_problem(body: object) -> str | None:
     return _object_problem("tokens", body, TOKENS, {})
 
 
-def _entries(body: object, key: str) -> list[Any] | str:
-    """The list under `key`, or the reason there is none."""
-    if not isinstance(body, Mapping):
-        return _not_object(key, body)
-    entries = body.get(key)
-    return entries if isinstance(entries, list) else f"{key}: expected a list under {key!r}"
+def _entries(body: object, key: str, problem: Check) -> list[Any] | str:
+    """The list under `key` if every entry passes `problem`, else the first reason."""
+    if not isinstance(body, Mapping) or not isinstance(body.get(key), list):
+        return f"{key}: expected a JSON object with a list under {key!r}"
+    return next(filter(None, map(problem, body[key])), body[key])
 
 
 def users_page_problem(body: object, *, limit: int) -> str | None:
-    users = _entries(body, "users")
+    users = _entries(body, "users", user_problem)
     if isinstance(users, str):
         return users
     if len(users) > limit:
         return f"users: {len(users)} entries for limit {limit}"
-    if reason := next(filter(None, map(user_problem, users)), None):
-        return reason
     if len({user["pubid"] for user in users}) != len(users):
         return "users: the same user twice on one page"
     return None
@@ -128,11 +127,9 @@ def items_page_problem(
     at_least: int | None = None,
 ) -> str | None:
     """The caller's items: exactly the `expected` pubids, or `count` (`at_least`) of them."""
-    items = _entries(body, "items")
+    items = _entries(body, "items", partial(item_problem, owner=owner))
     if isinstance(items, str):
         return items
-    if reason := next(filter(None, (item_problem(i, owner=owner) for i in items)), None):
-        return reason
     got = {item["pubid"] for item in items}
     if expected is not None and got != set(expected):
         missing, extra = set(expected) - got, got - set(expected)

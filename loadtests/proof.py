@@ -2,14 +2,14 @@
 
     python -m loadtests.proof                      # 4 gunicorn workers, 60 s, every scenario
     python -m loadtests.proof --workers 8 --run-time 2m --users 60 --mix browse=3,contention=2
-    python -m loadtests.proof --distributed 2      # Locust master + 2 worker processes
+    python -m loadtests.proof --distributed 2      # Locust's --processes 2: master + 2 workers
     python -m loadtests.proof --url http://127.0.0.1:8000 --database-url postgresql+asyncpg://...
 
 Starts gunicorn -c gunicorn.conf.py with N workers on a fresh PostgreSQL database (or targets
 --url), runs Locust headless, then reconciles: Locust's count per route == the increase of
 /metrics' counters; every worker served a share; every row Locust saw created exists and
 every one it deleted is gone; zero 5xx and idle gauges at the end; Locust's gates held.
-Writes reports/proof-<time>/report.md (tables, plots) next to Locust's CSV and HTML, and
+Writes reports/proof-<time>-<suffix>/report.md (tables, plots) next to Locust's CSV and HTML, and
 exits 1 when anything failed.
 """
 

@@ -35,10 +35,6 @@ class RouteRow:
     locust: int
     server: int
 
-    @property
-    def matches(self) -> bool:
-        return self.locust == self.server
-
 
 @dataclass(frozen=True)
 class WorkerRow:
@@ -67,7 +63,7 @@ def routes(
     problems = [
         f"{row.method} {row.route}: locust {row.locust} != server {row.server}"
         for row in rows
-        if not row.matches
+        if row.locust != row.server
     ]
     if per_process is not None:
         summed = Counter({tuple(key.split(" ", 1)): value for key, value in per_process.items()})

@@ -69,7 +69,13 @@ def markdown(result: ProofResult) -> str:
     lines += _table(
         ["Method", "Route", "Locust", "Server", ""],
         [
-            [r.method, f"`{r.route}`", str(r.locust), str(r.server), "ok" if r.matches else "≠"]
+            [
+                r.method,
+                f"`{r.route}`",
+                str(r.locust),
+                str(r.server),
+                "ok" if r.locust == r.server else "≠",
+            ]
             for r in result.routes
         ],
     )
