@@ -65,10 +65,10 @@ def random_timestamp() -> datetime:
     return datetime(2000, 1, 1, tzinfo=UTC) + timedelta(microseconds=random.randrange(10**15))
 
 
-def random_address(block: int) -> str:
-    """A benchmarking-range address (RFC 2544) to send as X-Forwarded-For: the service trusts
-    that header from loopback (FORWARDED_ALLOW_IPS), so each is a client of its own."""
-    return f"198.{block}.{random.randrange(256)}.{random.randrange(1, 255)}"
+def forwarded_for(block: int) -> dict[str, str]:
+    """A benchmarking-range address (RFC 2544) as X-Forwarded-For: the service trusts that
+    header from loopback (FORWARDED_ALLOW_IPS), so each is a client of its own."""
+    return {"X-Forwarded-For": f"198.{block}.{random.randrange(256)}.{random.randrange(1, 255)}"}
 
 
 def needed(account: Account | None) -> Account:
@@ -121,28 +121,22 @@ class ApiUser(FastHttpUser):
         *,
         expect: tuple[int, ...] = (200,),
         check: Check | None = None,
-        json: Any = None,
-        form: dict[str, str] | None = None,
         account: Account | None = None,
-        close: bool = False,
-        address: str | None = None,
+        form: dict[str, str] | None = None,
+        **send: Any,
     ) -> Any:
-        """The decoded body ({} for 204) when status and content are right, else None.
-        `address` is sent as X-Forwarded-For: see random_address."""
-        headers = {"Connection": "close"} if close else {}
-        if address:
-            headers["X-Forwarded-For"] = address
+        """The decoded body ({} for 204) when status and content are right, else None. `send`:
+        the request's json and headers."""
+        headers = send["headers"] = dict(send.get("headers") or {})
         if account is not None:
             if time.monotonic() - account.issued_at > TOKEN_REFRESH_AFTER_SECONDS:
                 self.refresh(account)
             headers["Authorization"] = f"Bearer {account.access_token}"
         if form is not None:
             headers["Content-Type"] = "application/x-www-form-urlencoded"
+            send["data"] = urlencode(form)
         name = re.sub(r"/[0-9a-f-]{36}", "/{pubid}", path.split("?", maxsplit=1)[0])
-        data = urlencode(form) if form is not None else None
-        with self.client.request(
-            method, path, name=name, data=data, json=json, headers=headers, catch_response=True
-        ) as response:
+        with self.client.request(method, path, name=name, catch_response=True, **send) as response:
             status = int(response.status_code or 0)
             if status not in expect:
                 text = (response.text or "")[:200] if status else str(response.error)
@@ -191,17 +185,17 @@ class ApiUser(FastHttpUser):
             return None
         return account if self.list_items(account, count=items) else None
 
-    def login(self, account: Account, *, address: str | None = None) -> bool:
+    def login(self, account: Account, headers: dict[str, str] | None = None) -> bool:
         form = {"username": account.name, "password": PASSWORD}
-        return self._tokens(account, "/auth/token", form, address)
+        return self._tokens(account, "/auth/token", form, headers)
 
     def refresh(self, account: Account) -> bool:
         return self._tokens(account, "/auth/refresh", {"refresh_token": account.refresh_token})
 
     def _tokens(
-        self, account: Account, path: str, form: dict[str, str], address: Any = None
+        self, account: Account, path: str, form: dict[str, str], headers: Any = None
     ) -> bool:
-        body = self.call("POST", path, form=form, address=address, check=checks.tokens_problem)
+        body = self.call("POST", path, form=form, headers=headers, check=checks.tokens_problem)
         if body is None:
             return False
         account.access_token = body["access_token"]
@@ -210,17 +204,20 @@ class ApiUser(FastHttpUser):
         account.pubid = token_subject(account.access_token)
         return True
 
-    def wrong_login(self, username: str, password: str, address: str) -> None:
+    def wrong_login(self, username: str, password: str, headers: dict[str, str]) -> None:
         """A wrong password (401), or too many attempts (429)."""
         form = {"username": username, "password": password}
         self.call(
-            "POST", "/auth/token", expect=(401, 429), form=form, address=address, check=refused
+            "POST", "/auth/token", expect=(401, 429), form=form, headers=headers, check=refused
         )
 
     # -- users ----------------------------------------------------------------------------
     def users_page(self, limit: int, offset: int = 0, *, close: bool = False) -> Any:
         check = partial(checks.users_page_problem, limit=limit)
-        body = self.call("GET", f"/users?limit={limit}&offset={offset}", close=close, check=check)
+        headers = {"Connection": "close"} if close else None
+        body = self.call(
+            "GET", f"/users?limit={limit}&offset={offset}", headers=headers, check=check
+        )
         return None if body is None else body["users"]
 
     def user_detail(

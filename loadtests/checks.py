@@ -70,30 +70,17 @@ def _given(**values: object) -> dict[str, object]:
     return {key: value for key, value in values.items() if value is not None}
 
 
-def user_problem(
-    body: object,
-    *,
-    name: str | None = None,
-    pubid: str | None = None,
-    fullname: str | bool | None = False,
-) -> str | None:
-    """A user object {pubid, name, fullname}; `fullname=False` means "any value"."""
-    expected = _given(name=name, pubid=pubid) | (
-        {} if fullname is False else {"fullname": fullname}
-    )
-    return _object_problem("user", body, USER, expected)
+def user_problem(body: object, *, fullname: object = False, **expected: object) -> str | None:
+    """A user object {pubid, name, fullname}; the `expected` name or pubid (None: any), and
+    `fullname` unless it is False."""
+    given = _given(**expected) | ({} if fullname is False else {"fullname": fullname})
+    return _object_problem("user", body, USER, given)
 
 
-def item_problem(
-    body: object,
-    *,
-    name: str | None = None,
-    pubid: str | None = None,
-    owner: str | None = None,
-    added: datetime | None = None,
-) -> str | None:
-    expected = _given(name=name, pubid=pubid, user_pubid=owner, added=added)
-    return _object_problem("item", body, ITEM, expected)
+def item_problem(body: object, *, owner: str | None = None, **expected: object) -> str | None:
+    """An item object {pubid, name, added, user_pubid}: `owner`'s, with the `expected` name,
+    pubid or added (None: any)."""
+    return _object_problem("item", body, ITEM, _given(user_pubid=owner, **expected))
 
 
 def tokens_problem(body: object) -> str | None:

@@ -34,9 +34,9 @@ from loadtests import checks, locust_hooks  # noqa: E402, F401  (importing regis
 from loadtests.base import (  # noqa: E402
     STATE,
     ApiUser,
+    forwarded_for,
     needed,
     not_found,
-    random_address,
     random_timestamp,
     unique_name,
 )
@@ -198,7 +198,7 @@ class SignupStorm(ApiUser):
         # by a long-kept account: 429 is expected.
         if self.accounts:
             name = random.choice(self.accounts).name
-            self.wrong_login(name, "wrong-pass-9", random_address(18))
+            self.wrong_login(name, "wrong-pass-9", forwarded_for(18))
 
     @tag("signup", "read")
     @task(3)
@@ -361,16 +361,16 @@ class LoginAbuse(ApiUser):
 
     def on_start(self) -> None:
         self.account = needed(self.signup(unique_name("v")))  # the victim
-        self.attacker_address = random_address(18)
-        self.victim_address = random_address(19)
+        self.attacker_headers = forwarded_for(18)
+        self.victim_headers = forwarded_for(19)
 
     @tag("abuse")
     @task(8)
     def guess(self) -> None:
         guess = f"guess-{random.randrange(10**6)}"
-        self.wrong_login(self.account.name, guess, self.attacker_address)
+        self.wrong_login(self.account.name, guess, self.attacker_headers)
 
     @tag("abuse")
     @task(1)
     def victim_logs_in(self) -> None:
-        self.login(self.account, address=self.victim_address)
+        self.login(self.account, self.victim_headers)
