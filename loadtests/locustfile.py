@@ -42,8 +42,14 @@ from loadtests.base import (  # noqa: E402
 )
 from tooling.ledger import HOT_WRITE, USER_DELETED  # noqa: E402
 
-INITIAL_ITEMS = 3
-BROWSE_PAGE = 20
+BROWSE_PAGE = 20  # users per page
+INITIAL_ITEMS = 3  # a browser's own items, created with it
+MAX_ITEMS = 25  # a writer deletes one of its items rather than create more
+KEEP_ACCOUNTS = 5  # accounts a signup storm user keeps for its logins and deletions
+HOT_ACCOUNTS, HOT_ITEMS = 2, 4  # rows the contention users share
+POLL_PAGE = 100
+MAX_ACCOUNTS = 10  # accounts a poll creator keeps adding items to
+_sequence = itertools.count()
 
 
 class Browser(ApiUser):
@@ -94,9 +100,6 @@ class Browser(ApiUser):
     def read_own_item(self) -> None:
         pubid, name = random.choice(list(self.account.items.items()))
         self.read_item(self.account, pubid, name=name)
-
-
-MAX_ITEMS = 25
 
 
 class Writer(ApiUser):
@@ -159,9 +162,6 @@ class Writer(ApiUser):
             self.list_items(self.account)
 
 
-KEEP_ACCOUNTS = 5
-
-
 class SignupStorm(ApiUser):
     """Signup storm: many concurrent sign-ups and logins (each a bcrypt hash or verify on the
     server), with duplicate names, wrong passwords and account deletions, mixed with reads."""
@@ -219,11 +219,6 @@ class SignupStorm(ApiUser):
         if self.call("DELETE", path, expect=(204,), account=account) is not None:
             STATE.record(USER_DELETED, pubid=account.pubid, items=len(account.items))
             self.call("GET", path, expect=(404,), check=not_found)
-
-
-HOT_ACCOUNTS = 2
-HOT_ITEMS = 4
-_sequence = itertools.count()
 
 
 def _fullname_problem(body: dict[str, Any]) -> str | None:
@@ -285,10 +280,6 @@ class Contention(ApiUser):
         self.user_detail(
             account.pubid, name=account.name, item_count=HOT_ITEMS, extra=_fullname_problem
         )
-
-
-POLL_PAGE = 100
-MAX_ACCOUNTS = 10
 
 
 class PollCreator(ApiUser):

@@ -21,7 +21,6 @@ import csv
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ import httpx
 from loadtests import gates, reconcile, report
 from loadtests.reconcile import Check
 from tooling.database import fresh_database
-from tooling.gunicorn import Gunicorn, run_gunicorn, wait_for
+from tooling.gunicorn import Gunicorn, launch, run_gunicorn, stop, wait_for
 from tooling.ledger import read_ledger
 from tooling.metrics import Snapshot, delta, scrape
 from tooling.postgres import free_port, provided_database
@@ -218,7 +217,7 @@ def take_baseline(url: str) -> Snapshot:
 
 
 def run_locust(args: argparse.Namespace, url: str, out: Path) -> int:
-    """Locust headless, in its own process group (with --processes, it forks its workers)."""
+    """Locust headless, in a process group of its own."""
     command = [
         *(sys.executable, "-m", "locust", "-f", "loadtests/locustfile.py", "-H", url),
         *("--headless", "--only-summary", "-u", str(args.users), "-r", str(args.spawn_rate)),
@@ -234,19 +233,13 @@ def run_locust(args: argparse.Namespace, url: str, out: Path) -> int:
         command += ["--master-bind-port", port, "--master-port", port]
     mode = f"master + {args.distributed} workers" if args.distributed else "local"
     say(f"locust ({mode}): {args.users} users for {args.run_time}s against {url}")
-    with (out / "locust.log").open("wb") as log:
-        process = subprocess.Popen(
-            command, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    process = launch(command, env=dict(os.environ), log_path=out / "locust.log")
     try:
         code = process.wait(args.run_time + STOP_TIMEOUT + 120)
     except subprocess.TimeoutExpired:
         code = -1
     finally:
-        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, None)):
-            with contextlib.suppress(ProcessLookupError, subprocess.TimeoutExpired):
-                os.killpg(process.pid, sig)  # whatever of the group still runs
-                process.wait(wait)
+        stop(process, timeout=10)  # its process group: with --processes, the forked workers
     say(f"locust finished, exit code {code} (log: locust.log)")
     return code
 
