@@ -194,7 +194,7 @@ class SignupStorm(ApiUser):
     @task(1)
     def wrong_password(self) -> None:
         # From an address of its own each time: the per-address login limit is for abuse
-        # (scenarios/abuse.py), not for this storm. The per-user limit can still be reached
+        # (LoginAbuse), not for this storm. The per-user limit can still be reached
         # by a long-kept account: 429 is expected.
         if self.accounts:
             name = random.choice(self.accounts).name
