@@ -9,8 +9,8 @@ Starts gunicorn -c gunicorn.conf.py with N workers on a fresh PostgreSQL databas
 --url), runs Locust headless, then reconciles: Locust's count per route == the increase of
 /metrics' counters; every worker served a share; every row Locust saw created exists and
 every one it deleted is gone; zero 5xx and idle gauges at the end; Locust's gates held.
-Writes reports/proof-<time>-<suffix>/report.md (tables, plots) next to Locust's CSV and HTML, and
-exits 1 when anything failed.
+Writes reports/proof-<time>-<suffix>/report.md (tables, plots) next to Locust's CSV and
+HTML, and exits 1 when anything failed.
 """
 
 from __future__ import annotations
