@@ -37,7 +37,7 @@ from loadtests.reconcile import Check
 from tooling.database import fresh_database
 from tooling.gunicorn import Gunicorn, launch, run_gunicorn, stop, wait_for
 from tooling.ledger import read_ledger
-from tooling.metrics import Snapshot, delta, scrape
+from tooling.metrics import Snapshot, scrape
 from tooling.postgres import free_port, provided_database
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -191,7 +191,7 @@ def sample(url: str, base: Snapshot, stop: threading.Event, out: list[Snapshot |
                     say(f"metrics scrape failed ({failed}x): {exc!r}")
                 continue
             if len(out) % 5 == 0:
-                per_worker = delta(now.worker_requests, base.worker_requests)
+                per_worker = reconcile.increase(now.worker_requests, base.worker_requests)
                 workers = " ".join(f"{k}:{v:.0f}" for k, v in sorted(per_worker.items()))
                 say(
                     f"{now.taken_at - base.taken_at:5.0f}s  "

@@ -12,9 +12,14 @@ from typing import Any
 
 from tooling.database import fetch
 from tooling.ledger import Ledger
-from tooling.metrics import RouteKey, Snapshot, delta
+from tooling.metrics import RouteKey, Snapshot
 
 METRICS_ROUTE: RouteKey = ("GET", "/metrics")
+
+
+def increase(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    """Per key (a worker slot, an error kind): how much a counter grew."""
+    return {key: value - before.get(key, 0.0) for key, value in after.items()}
 
 
 @dataclass(frozen=True)
@@ -81,7 +86,7 @@ def routes(
 def workers(
     final: Snapshot, baseline: Snapshot, *, route_total: int, pids_seen: Counter[str]
 ) -> tuple[Check, list[WorkerRow]]:
-    per_slot = delta(final.worker_requests, baseline.worker_requests)
+    per_slot = increase(final.worker_requests, baseline.worker_requests)
     total = round(sum(per_slot.values()))
     # Live workers, and any other slot that served during the run (a worker that exited).
     served = {slot for slot, value in per_slot.items() if value > 0}
@@ -184,7 +189,7 @@ def final_state(final: Snapshot, baseline: Snapshot) -> list[Check]:
             if status[:1] == "5"
         }
         detail += ": " + ", ".join(f"{k} x{n:.0f}" for k, n in sorted(by_route.items()) if n)
-    retries = delta(final.db_errors, baseline.db_errors)
+    retries = increase(final.db_errors, baseline.db_errors)
     if retried := ", ".join(f"{k} {round(n)}" for k, n in sorted(retries.items()) if round(n)):
         detail += f" (db errors: {retried})"
     return [

@@ -16,10 +16,10 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 
-from loadtests import gates
+from loadtests import gates, reconcile
 from loadtests.reconcile import Check, RouteRow, WorkerRow
 from tooling.ledger import Ledger
-from tooling.metrics import Snapshot, delta
+from tooling.metrics import Snapshot
 
 
 @dataclass
@@ -159,7 +159,7 @@ def plots(samples: list[Snapshot], base: Snapshot, rows: list[WorkerRow], out: P
     for index, row in enumerate(rows):
         bars.annotate(f"{row.share:.1%}", (index, row.requests), ha="center", va="bottom")
     bars.set(title="Requests per worker (whole run)", xlabel="worker slot", ylabel="requests")
-    served = [delta(s.worker_requests, base.worker_requests) for s in samples]
+    served = [reconcile.increase(s.worker_requests, base.worker_requests) for s in samples]
     for row in rows:
         lines.plot(seconds, [counts.get(row.slot, 0) for counts in served], label=row.slot)
     lines.set(title="Requests per worker over time", xlabel="seconds", ylabel="cumulative")
