@@ -18,8 +18,8 @@ from typing import Any
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from benchmarks import measure, servers
-from benchmarks.measure import Wrk, WrkError
+from benchmarks import servers
+from benchmarks.measure import CpuMeter, Wrk, WrkError, wait_for_quiet
 from benchmarks.servers import CONFIGS, RunningServer, ServerConfig, ServerFailedError
 from tooling.database import execute, fetch_value
 from tooling.seed import SeededUser, seed
@@ -40,6 +40,17 @@ SETTINGS: dict[str, Any] = {
 FLOOD_CONNECTIONS = 48  # issue 13's acceptance load: 48 sign-up clients against 4 workers
 # Backends flush pg_stat_database counters within about a second of going idle.
 STATS_SETTLE_SECONDS = 1.2
+_SAMPLED = (
+    "requests",
+    "rps",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "max_ms",
+    "errors",
+    "non_2xx",
+    "timeouts",
+)
 # Set by some configurations only; inherited, they would skew the others.
 _PER_CONFIG_ENV = ("SERVICE_METRICS_DIR_MASTER_PID", "APP_MODULE", "METRICS_ENABLED", "ACCESS_LOG")
 
@@ -228,40 +239,28 @@ class Harness:
 
     def measure(self, server: RunningServer, key: str, round_number: int) -> dict[str, Any]:
         workload, args = WORKLOADS[key], self.args
+        url, data = server.url, str(self.data_file)
         seconds = SETTINGS["steady_duration_s"] if key == "steady" else args.duration
-        waited, background = measure.wait_for_quiet(
+        waited, background = wait_for_quiet(
             SETTINGS["quiet_threshold_pct"], SETTINGS["quiet_wait_s"]
         )
         extra: dict[str, float] = {"quiet_wait_s": waited, "background_cpu_pct": background}
         sessions_before = self.database.sessions()
-        roots = [server.process.pid]
-        postmaster = self.database.postmaster_pid
-        server_before = measure.tree_cpu_seconds(roots)
-        pg_before = measure.tree_cpu_seconds([postmaster]) if postmaster else {}
-        harness_before = time.process_time()
-        started = time.monotonic()
-        cpu_before = measure.CpuTimes.now()
+        meter = CpuMeter(server.process.pid, self.database.postmaster_pid)
         side_load = scraper = None
         if key in {"signup", "flood"}:
             prefix = f"{key[0]}{round_number}{server.config.key.replace('-', '')[:11]}"
-            connections = FLOOD_CONNECTIONS if key == "flood" else SETTINGS["signup_connections"]
+            clients = FLOOD_CONNECTIONS if key == "flood" else SETTINGS["signup_connections"]
             side_load = Wrk(
-                server.url,
-                "signup.lua",
-                prefix,
-                connections=connections,
-                seconds=seconds,
-                timeout=10,
+                url, "signup.lua", prefix, connections=clients, seconds=seconds, timeout=10
             )
         elif key == "scrape":
             scraper = Scraper(server.port)
-        result = Wrk(
-            server.url + workload.path,
-            workload.script,
-            str(self.data_file),
-            connections=workload.connections or args.connections,
-            seconds=seconds,
-        ).finish()
+        connections = workload.connections or args.connections
+        main = Wrk(
+            url + workload.path, workload.script, data, connections=connections, seconds=seconds
+        )
+        result = main.finish()
         wrk_cpu_s = result["cpu_s"]
         if side_load is not None:
             side = side_load.finish()
@@ -271,40 +270,19 @@ class Harness:
             extra[f"{key}_wrk_cpu_pct"] = side["cpu_pct"]
         if scraper is not None:
             extra |= scraper.finish()
-        cpu_after = measure.CpuTimes.now()
-        capacity = (time.monotonic() - started) * (os.cpu_count() or 1) / 100  # seconds per %
-        busy, steal = cpu_after.usage_since(cpu_before)
-        server_s = measure.cpu_used_since(server_before, measure.tree_cpu_seconds(roots))
-        pg_s = (
-            measure.cpu_used_since(pg_before, measure.tree_cpu_seconds([postmaster]))
-            if postmaster
-            else None
-        )
-        own_s = server_s + (pg_s or 0.0) + wrk_cpu_s + time.process_time() - harness_before
-        foreign_s = max(0.0, cpu_after.busy_seconds_since(cpu_before) - own_s)
+        cpu, server_s = meter.stop(wrk_cpu_s)
         time.sleep(STATS_SETTLE_SECONDS)
-        sessions_after = self.database.sessions()
-        requests = result["requests"]
-        sample = {
+        before, after, requests = sessions_before, self.database.sessions(), result["requests"]
+        sample: dict[str, Any] = {
             "config": server.config.key,
             "workload": key,
             "round": round_number,
-            **{name: result[name] for name in ("requests", "rps", "p50_ms", "p90_ms", "p99_ms")},
-            **{name: result[name] for name in ("max_ms", "errors", "non_2xx", "timeouts")},
-            "new_pg_sessions": (
-                None
-                if sessions_before is None or sessions_after is None
-                else sessions_after - sessions_before
-            ),
-            "wrk_cpu_pct": result["cpu_pct"],
-            "system_cpu_pct": busy,  # the whole machine, all cores (100 % = every core busy)
-            "steal_pct": steal,
-            "server_cpu_pct": server_s / capacity,  # the server's processes, same scale
-            "pg_cpu_pct": None if pg_s is None else pg_s / capacity,  # the embedded PostgreSQL
-            "foreign_cpu_pct": foreign_s / capacity,  # everything else: others on this machine
-            "server_cpu_ms_per_request": 1000 * server_s / requests if requests else 0.0,
-            "extra": extra,
         }
+        sample |= {name: result[name] for name in _SAMPLED}
+        sample["new_pg_sessions"] = None if before is None or after is None else after - before
+        sample |= {"wrk_cpu_pct": result["cpu_pct"], **cpu}
+        sample["server_cpu_ms_per_request"] = 1000 * server_s / requests if requests else 0.0
+        sample["extra"] = extra
         self.report(sample)
         return sample
 

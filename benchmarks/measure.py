@@ -13,7 +13,6 @@ import signal
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -105,51 +104,65 @@ class Wrk:
         }
 
 
-def tree_cpu_seconds(roots: list[int]) -> dict[int, float]:
-    """CPU seconds (user + system) of each live process in the trees under `roots`, from one
-    pass over /proc (a pass per process would take as long as a short run's CPU)."""
-    parents: dict[int, int] = {}
-    seconds: dict[int, float] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                parents[int(entry.name)] = int(fields[1])
-                seconds[int(entry.name)] = (int(fields[11]) + int(fields[12])) / _TICKS
-    wanted = set(roots)
-    while found := {pid for pid, parent in parents.items() if parent in wanted} - wanted:
-        wanted |= found
-    return {pid: seconds[pid] for pid in wanted if pid in seconds}
+def _machine_ticks() -> tuple[int, int, int]:
+    """(busy, steal, total) CPU ticks of the whole machine, summed over cores."""
+    # cpu  user nice system idle iowait irq softirq steal guest guest_nice
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    total = sum(fields[:8])
+    return total - fields[3] - fields[4] - fields[7], fields[7], total
 
 
-def cpu_used_since(before: dict[int, float], after: dict[int, float]) -> float:
-    """CPU seconds used between two snapshots; a process that appeared counts in full
-    (processes that ended in between are not seen)."""
-    return sum(value - before.get(pid, 0.0) for pid, value in after.items())
+class CpuMeter:
+    """CPU used from its creation to `stop()`: by the whole machine, and by the process trees
+    under the server's and (embedded) PostgreSQL's main processes."""
 
+    def __init__(self, server_pid: int, postgres_pid: int | None) -> None:
+        self.roots = (server_pid, postgres_pid)
+        self.trees = self._trees()
+        self.harness = time.process_time()
+        self.started = time.monotonic()
+        self.ticks = _machine_ticks()
 
-@dataclass(frozen=True, slots=True)
-class CpuTimes:
-    """The machine's CPU ticks, summed over cores, from /proc/stat."""
+    def _trees(self) -> list[dict[int, float]]:
+        """CPU seconds of each live process under each root, from one pass over /proc (a pass
+        per process would take as long as a short run's CPU)."""
+        parents: dict[int, int] = {}
+        seconds: dict[int, float] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                    parents[int(entry.name)] = int(fields[1])
+                    seconds[int(entry.name)] = (int(fields[11]) + int(fields[12])) / _TICKS
+        trees = []
+        for root in self.roots:
+            tree = {root} if root else set()
+            while found := {pid for pid, parent in parents.items() if parent in tree} - tree:
+                tree |= found
+            trees.append({pid: seconds[pid] for pid in tree if pid in seconds})
+        return trees
 
-    busy: int
-    steal: int
-    total: int
-
-    @classmethod
-    def now(cls) -> CpuTimes:
-        # cpu  user nice system idle iowait irq softirq steal guest guest_nice
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        total = sum(fields[:8])
-        return cls(busy=total - fields[3] - fields[4] - fields[7], steal=fields[7], total=total)
-
-    def busy_seconds_since(self, earlier: CpuTimes) -> float:
-        return (self.busy - earlier.busy) / _TICKS
-
-    def usage_since(self, earlier: CpuTimes) -> tuple[float, float]:
-        """(busy %, steal %) of all cores between `earlier` and this sample."""
-        total = max(1, self.total - earlier.total)
-        return 100 * (self.busy - earlier.busy) / total, 100 * (self.steal - earlier.steal) / total
+    def stop(self, wrk_cpu_s: float) -> tuple[dict[str, float | None], float]:
+        """Percentages of all cores (100 % = every core busy): the machine, its steal time, the
+        server, PostgreSQL (None unless embedded), and everything else ("foreign": others on
+        this machine); and the server's CPU seconds. A process that appeared during the run
+        counts in full; one that ended is not seen."""
+        busy, steal, total = (
+            after - before for after, before in zip(_machine_ticks(), self.ticks, strict=True)
+        )
+        capacity = (time.monotonic() - self.started) * (os.cpu_count() or 1) / 100  # s per %
+        server_s, pg_s = (
+            sum(value - before.get(pid, 0.0) for pid, value in after.items())
+            for before, after in zip(self.trees, self._trees(), strict=True)
+        )
+        own_s = server_s + pg_s + wrk_cpu_s + time.process_time() - self.harness
+        return {
+            "system_cpu_pct": 100 * busy / max(1, total),
+            "steal_pct": 100 * steal / max(1, total),
+            "server_cpu_pct": server_s / capacity,
+            "pg_cpu_pct": pg_s / capacity if self.roots[1] else None,
+            "foreign_cpu_pct": max(0.0, busy / _TICKS - own_s) / capacity,
+        }, server_s
 
 
 def wait_for_quiet(threshold_pct: float, max_wait_s: float) -> tuple[float, float]:
@@ -157,12 +170,12 @@ def wait_for_quiet(threshold_pct: float, max_wait_s: float) -> tuple[float, floa
     drops to `threshold_pct`. Returns (seconds waited, last busy %)."""
     started = time.monotonic()
     while True:
-        before = CpuTimes.now()
+        before = _machine_ticks()
         time.sleep(0.5)
-        busy, _ = CpuTimes.now().usage_since(before)
+        busy, _, total = (a - b for a, b in zip(_machine_ticks(), before, strict=True))
         waited = time.monotonic() - started
-        if busy <= threshold_pct or waited >= max_wait_s:
-            return waited, busy
+        if 100 * busy / max(1, total) <= threshold_pct or waited >= max_wait_s:
+            return waited, 100 * busy / max(1, total)
 
 
 def _first_match(path: str, prefix: str) -> str:

@@ -288,31 +288,33 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
     return [*lines, *("| " + " | ".join(row) + " |" for row in rows), ""]
 
 
+SIDE_LOADS = {  # workload: (side load, what was measured, from the summary's extras)
+    "signup": (
+        "sign-ups beside the reads",
+        "{signup_rps:.1f} req/s, p50 {signup_p50_ms:.0f} ms, p99 {signup_p99_ms:.0f} ms, "
+        "{signup_errors:.0f} failed (median per round)",
+    ),
+    "scrape": (
+        "/metrics scrapes beside the reads",
+        "{scrape_count:.0f} scrapes per round, p50 {scrape_p50_ms:.1f} ms, p99 "
+        "{scrape_p99_ms:.1f} ms, max {scrape_max_ms:.1f} ms, {scrape_failures:.0f} failed "
+        "(median per round)",
+    ),
+    "flood": (
+        "48 sign-up clients beside the reads",
+        "{flood_rps:.1f} answers/s, p99 {flood_p99_ms:.0f} ms, max {flood_max_ms:.0f} ms, "
+        "{flood_errors:.0f} non-2xx or failed (503s are the admission control's; median per "
+        "round)",
+    ),
+}
+
+
 def _extras_rows(document: Row) -> list[tuple[str, ...]]:
-    rows: list[tuple[str, ...]] = []
-    for s in _ordered(document):
-        config, workload, x = s["config"], s["workload"], s["extra"]
-        if workload == "signup":
-            measured = (
-                f"{x['signup_rps']:.1f} req/s, p50 {x['signup_p50_ms']:.0f} ms, p99 "
-                f"{x['signup_p99_ms']:.0f} ms, {x['signup_errors']:.0f} failed (median per round)"
-            )
-            rows.append((config, "sign-ups beside the reads", measured))
-        if workload == "flood":
-            measured = (
-                f"{x['flood_rps']:.1f} answers/s, p99 {x['flood_p99_ms']:.0f} ms, max "
-                f"{x['flood_max_ms']:.0f} ms, {x['flood_errors']:.0f} non-2xx or failed (503s "
-                "are the admission control's; median per round)"
-            )
-            rows.append((config, "48 sign-up clients beside the reads", measured))
-        if workload == "scrape":
-            measured = (
-                f"{x['scrape_count']:.0f} scrapes per round, p50 {x['scrape_p50_ms']:.1f} ms, p99 "
-                f"{x['scrape_p99_ms']:.1f} ms, max {x['scrape_max_ms']:.1f} ms, "
-                f"{x['scrape_failures']:.0f} failed (median per round)"
-            )
-            rows.append((config, "/metrics scrapes beside the reads", measured))
-    return rows
+    return [
+        (s["config"], SIDE_LOADS[w][0], SIDE_LOADS[w][1].format(**s["extra"]))
+        for s in _ordered(document)
+        if (w := s["workload"]) in SIDE_LOADS
+    ]
 
 
 def connection_rows(document: Row) -> list[Row]:

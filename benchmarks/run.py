@@ -5,8 +5,8 @@
     python -m benchmarks.run --report-only       # re-render RESULTS.md/PNG from results.json
     python -m benchmarks.run --soak 10           # 10 min at ~80 % of max reads: SOAK.md
 
-Uses an embedded PostgreSQL in .pgdata/bench (a fresh database each run, dropped after it)
-unless DATABASE_URL is set. Needs wrk (apt-get install wrk). Writes benchmarks/results.json,
+Runs on a fresh database, dropped afterwards, on DATABASE_URL's server or else on an embedded
+PostgreSQL in .pgdata/bench. Needs wrk (apt-get install wrk). Writes benchmarks/results.json,
 RESULTS.md and results.png (or into --out).
 """
 
@@ -26,14 +26,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import make_url
-
 from benchmarks import plot, report, soak
 from benchmarks.harness import SETTINGS, WORKLOADS, Database, Harness, say
 from benchmarks.measure import WrkError, describe, wrk_version
 from benchmarks.servers import BASELINE, BENCH_DIR, CONFIGS
 from service.core.settings import Settings
-from tooling.database import fetch_value, fresh_database, migrate, with_database
+from tooling.database import fetch_value, fresh_database
 from tooling.postgres import EmbeddedPostgres
 
 
@@ -57,13 +55,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--rounds", type=int, default=3, help="rounds (default 3)")
     add("--duration", type=float, default=10, help="seconds per run (10; steady run: 20)")
     add("--connections", type=int, default=50, help="wrk connections (50)")
-    add("--configs", type=_csv(list(CONFIGS)), default=list(CONFIGS), help=", ".join(CONFIGS))
-    add(
-        "--workloads",
-        type=_csv(list(WORKLOADS)),
-        default=list(WORKLOADS),
-        help=", ".join(WORKLOADS),
-    )
+    configs, workloads = list(CONFIGS), list(WORKLOADS)
+    add("--configs", type=_csv(configs), default=configs, help=", ".join(configs))
+    add("--workloads", type=_csv(workloads), default=workloads, help=", ".join(workloads))
     add(
         "--candidate",
         action="append",
@@ -86,25 +80,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 @contextmanager
 def provide_database() -> Iterator[Database]:
-    """DATABASE_URL as is, else a fresh database on the embedded PostgreSQL in .pgdata/bench;
-    migrated either way."""
-    if configured := os.environ.get("DATABASE_URL"):
-        say("using DATABASE_URL from the environment (data is added, nothing is dropped)")
-        say("alembic upgrade head")
-        migrate(configured)
-        name = make_url(configured).database
-        monitor = with_database(
-            configured, "template1" if name in ("", None, "postgres") else "postgres"
-        )
-        yield Database(configured, monitor, None)
-        return
-    server = EmbeddedPostgres(BENCH_DIR.parent / ".pgdata" / "bench", log=say)
-    server.start()
+    """A fresh database, migrated, on DATABASE_URL's server or else on the embedded PostgreSQL
+    in .pgdata/bench; dropped afterwards. Session counts are read from the server's URL: another
+    database, so reading them opens no session in the one being measured."""
+    server = None
+    if not (url := os.environ.get("DATABASE_URL")):
+        server = EmbeddedPostgres(BENCH_DIR.parent / ".pgdata" / "bench", log=say)
+        url = server.start()
     try:
-        with fresh_database(server.url(), prefix="bench", say=say) as url:
-            yield Database(url, server.url(), server.postmaster_pid())
+        with fresh_database(url, prefix="bench", say=say) as fresh:
+            yield Database(fresh, url, server.postmaster_pid() if server else None)
     finally:
-        server.stop_if_started_here()
+        if server is not None:
+            server.stop_if_started_here()
 
 
 def _service_settings() -> str:
