@@ -5,6 +5,7 @@ machine's CPU and the new PostgreSQL sessions opened while it ran."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import os
 import statistics
@@ -124,39 +125,33 @@ def write_lua_data(users: list[SeededUser], path: Path) -> None:
 
 class Scraper(threading.Thread):
     """Prometheus-like: GET /metrics on a fresh connection at a fixed interval, recording
-    each scrape's latency."""
+    each scrape's latency (None: failed)."""
 
     def __init__(self, port: int) -> None:
         super().__init__(name="metrics-scraper", daemon=True)
         self.port = port
-        self.latencies_ms: list[float] = []
-        self.failures = 0
+        self.latencies_ms: list[float | None] = []
         self.stopped = threading.Event()
         self.start()
 
     def run(self) -> None:
         while not self.stopped.is_set():
-            started = time.perf_counter()
-            try:
+            started, status, body = time.perf_counter(), 0, b""
+            with contextlib.suppress(OSError, http.client.HTTPException):
                 status, body = servers.http_get(self.port, "/metrics")
-            except (OSError, http.client.HTTPException):
-                status, body = 0, b""
-            if status == 200 and body:
-                self.latencies_ms.append(1000 * (time.perf_counter() - started))
-            else:
-                self.failures += 1
+            ok = status == 200 and body
+            self.latencies_ms.append(1000 * (time.perf_counter() - started) if ok else None)
             self.stopped.wait(SETTINGS["scrape_interval_s"])
 
     def finish(self) -> dict[str, float]:
         self.stopped.set()
         self.join(timeout=6)
-        ordered = sorted(self.latencies_ms) or [0.0]
-        rank = -(-99 * len(ordered) // 100)  # nearest rank: ceil(0.99 n)
+        ordered = sorted(ms for ms in self.latencies_ms if ms is not None) or [0.0]
         return {
-            "scrape_count": float(len(self.latencies_ms)),
-            "scrape_failures": float(self.failures),
+            "scrape_count": float(len(self.latencies_ms) - self.latencies_ms.count(None)),
+            "scrape_failures": float(self.latencies_ms.count(None)),
             "scrape_p50_ms": statistics.median_low(ordered),
-            "scrape_p99_ms": ordered[rank - 1],
+            "scrape_p99_ms": ordered[-(-99 * len(ordered) // 100) - 1],  # nearest rank
             "scrape_max_ms": ordered[-1],
         }
 

@@ -98,32 +98,31 @@ def render(document: dict[str, Any], path: Path) -> None:
 
 def render_scaling(document: dict[str, Any], path: Path) -> None:
     """scaling.png, unless the run measured neither curve."""
-    by_connections, by_workers = connection_rows(document), worker_rows(document)
-    if not by_connections and not by_workers:
+    curves = [("connections", connection_rows(document)), ("workers", worker_rows(document))]
+    if not any(rows for _, rows in curves):
         return
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5), constrained_layout=True)
-    if by_connections:
-        xs = [r["connections"] for r in by_connections]
-        left.plot(xs, [r["rps"] for r in by_connections], "o-", label="req/s")
-        left.set_xscale("log")
-        left.set_xticks(xs, [str(x) for x in xs])
-        left.set_xlabel("wrk connections (config 1, 2 workers)")
-        left.set_ylabel("requests per second")
-        left.set_ylim(bottom=0)
-        latency = left.twinx()
-        latency.plot(xs, [r["p99_ms"] for r in by_connections], "s--", color="tab:red")
-        latency.set_ylabel("p99 ms (red, log scale)", color="tab:red")
-        latency.set_yscale("log")
-        left.set_title("One-row authenticated reads against connections")
-        left.grid(alpha=0.3)
-    if by_workers:
-        xs = [r["workers"] for r in by_workers]
-        right.plot(xs, [r["rps"] for r in by_workers], "o-")
-        right.set_xticks(xs, [str(x) for x in xs])
-        right.set_xlabel(f"gunicorn workers, 50 connections, {document['machine']['cores']} cores")
-        right.set_ylabel("requests per second")
-        right.set_ylim(bottom=0)
-        right.set_title("One-row authenticated reads against workers")
-        right.grid(alpha=0.3)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), constrained_layout=True)
+    cores = document["machine"]["cores"]
+    labels = {
+        "connections": "wrk connections (config 1, 2 workers)",
+        "workers": f"gunicorn workers, 50 connections, {cores} cores",
+    }
+    for axis, (against, rows) in zip(axes, curves, strict=True):
+        if not rows:
+            continue
+        xs = [r[against] for r in rows]
+        axis.plot(xs, [r["rps"] for r in rows], "o-", label="req/s")
+        if against == "connections":
+            axis.set_xscale("log")
+            latency = axis.twinx()
+            latency.plot(xs, [r["p99_ms"] for r in rows], "s--", color="tab:red")
+            latency.set_ylabel("p99 ms (red, log scale)", color="tab:red")
+            latency.set_yscale("log")
+        axis.set_xticks(xs, [str(x) for x in xs])
+        axis.set_xlabel(labels[against])
+        axis.set_ylabel("requests per second")
+        axis.set_ylim(bottom=0)
+        axis.set_title(f"One-row authenticated reads against {against}")
+        axis.grid(alpha=0.3)
     fig.savefig(path, dpi=100)
     plt.close(fig)

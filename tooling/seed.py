@@ -4,6 +4,7 @@ and hand ids and tokens to wrk)."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -26,15 +27,18 @@ class SeededUser:
 def seed_user(http: httpx.Client, name: str, items: int) -> SeededUser | str:
     """Create one user with `items` items in one request and read it back; the user, or what
     went wrong."""
-    created = http.post(
-        "/users",
-        json={
-            "name": name,
-            "password": PASSWORD,
-            "fullname": f"Sample User {name}",
-            "initial_items": [f"sample item {n}" for n in range(items)],
-        },
-    )
+    body = {
+        "name": name,
+        "password": PASSWORD,
+        "fullname": f"Sample User {name}",
+        "initial_items": [f"sample item {n}" for n in range(items)],
+    }
+    # A 503 is the hash admission control shedding a burst: it asks to come back later.
+    for attempt in range(5):
+        created = http.post("/users", json=body)
+        if created.status_code != 503:
+            break
+        time.sleep(float(created.headers.get("Retry-After", 1)) * (attempt + 1))
     if created.status_code != 201:
         return f"POST /users: HTTP {created.status_code} {created.text[:120]}"
     if problem := checks.user_problem(created.json(), name=name):
