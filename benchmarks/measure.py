@@ -11,7 +11,6 @@ import platform
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -58,15 +57,15 @@ class Wrk:
         self, url: str, script: str, *args: str, connections: int, seconds: float, timeout: int = 2
     ) -> None:
         self.seconds = seconds
-        self._output = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  (closed in finish)
         command = [
             *("wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s"),
             *(f"--timeout={timeout}s", "-s", script, url, "--", *args),
         ]
         self._started = time.monotonic()
         # cwd: the scripts `require` their shared reporter relative to it.
+        # Its output is a few lines: the pipe cannot fill up before it exits.
         self._process = subprocess.Popen(
-            command, cwd=LUA_DIR, stdout=self._output, stderr=subprocess.STDOUT
+            command, cwd=LUA_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
 
     def finish(self) -> dict[str, Any]:
@@ -83,9 +82,9 @@ class Wrk:
         _, status, usage = waited
         wall = time.monotonic() - self._started
         self._process.returncode = os.waitstatus_to_exitcode(status)
-        self._output.seek(0)
-        text = self._output.read()
-        self._output.close()
+        assert self._process.stdout is not None
+        text = self._process.stdout.read()
+        self._process.stdout.close()
         found = [line[len(MARKER) :] for line in text.splitlines() if line.startswith(MARKER)]
         if not found:
             raise WrkError(f"wrk gave no summary (exit {self._process.returncode}):\n{text}")

@@ -236,10 +236,7 @@ def _ordered(document: Row) -> list[Row]:
     configs = list(document["configs"])
     return sorted(
         document["summaries"],
-        key=lambda s: (
-            WORKLOAD_ORDER.index(s["workload"]) if s["workload"] in WORKLOAD_ORDER else 99,
-            configs.index(s["config"]) if s["config"] in configs else 99,
-        ),
+        key=lambda s: (WORKLOAD_ORDER.index(s["workload"]), configs.index(s["config"])),
     )
 
 

@@ -54,7 +54,8 @@ def soak(harness: Harness, minutes: int) -> dict[str, Any]:
         server.wait_first_200()
         harness.warm_up(server, WARM_UP_S)
         probe = Wrk(server.url, "read.lua", data, connections=connections, seconds=PROBE_SECONDS)
-        max_rps, probe_p50_ms = (probe.finish()[key] for key in ("rps", "p50_ms"))
+        result = probe.finish()
+        max_rps, probe_p50_ms = result["rps"], result["p50_ms"]
         target = LOAD_SHARE * max_rps
         say(f"soak: maximum {max_rps:.0f} req/s; holding about {target:.0f} req/s")
         # Each connection sends, waits for the answer, then pauses: rate ~ C / (latency + pause).
