@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -22,15 +23,22 @@ PROJECT_ROOT = BENCH_DIR.parent
 _LOGGING = str(BENCH_DIR / "uvicorn_logging.json")
 _GUNICORN = (sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py")
 _FLOOR = (sys.executable, "-m", "gunicorn", "-c", str(BENCH_DIR / "floor_gunicorn_conf.py"))
+# As one would type them (the port, where it is an argument, is added per start).
 _UVICORN = (
-    *f"{sys.executable} -m uvicorn --factory service.app:create_app --host 127.0.0.1 "
-    "--loop uvloop --http httptools --lifespan on --no-access-log --timeout-keep-alive 5".split(),
-    *("--log-config", _LOGGING),
+    sys.executable,
+    *shlex.split(
+        "-m uvicorn --factory service.app:create_app --host 127.0.0.1 --loop uvloop --http "
+        "httptools --lifespan on --no-access-log --timeout-keep-alive 5 --log-config"
+    ),
+    _LOGGING,
 )
 _GRANIAN = (
-    *f"{sys.executable} -m granian --interface asgi --factory --host 127.0.0.1 --loop uvloop "
-    "--no-access-log --workers 2".split(),
-    *("--log-config", _LOGGING),
+    sys.executable,
+    *shlex.split(
+        "-m granian --interface asgi --factory --host 127.0.0.1 --loop uvloop --no-access-log "
+        "--workers 2 --log-config"
+    ),
+    _LOGGING,
 )
 APP_WORKLOADS = ("read", "user", "insert", "list", "signup")
 # Read at other connection counts, for the scaling curve (50 is `read` itself).
