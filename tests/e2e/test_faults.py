@@ -18,10 +18,10 @@ import pytest
 
 from service.core.urls import plain_dsn
 from tests.support.api import PASSWORD, signup, unique_name
-from tests.support.faults import OwnPostgres, own_postgres, postgres_scratch
-from tests.support.processes import eventually, run_gunicorn
+from tests.support.faults import OwnPostgres, own_postgres
+from tests.support.processes import TEST_ENV, eventually, paused
 from tooling.database import fetch
-from tooling.gunicorn import wait_for
+from tooling.gunicorn import run_gunicorn, wait_for
 
 pytestmark = [pytest.mark.gunicorn, pytest.mark.faults]
 
@@ -34,7 +34,7 @@ FAST_FAILURE_ENV = {
 
 @pytest.fixture
 def pg() -> Iterator[OwnPostgres]:
-    with postgres_scratch() as scratch, own_postgres(scratch / "pg") as database:
+    with own_postgres() as database:
         yield database
 
 
@@ -87,7 +87,7 @@ async def test_workers_killed_mid_transaction_leave_no_half_written_data(
 ) -> None:
     prefix = unique_name("kill")[:12]
     outcomes = Outcomes()
-    with run_gunicorn(pg.database_url, workers=2) as server:
+    with run_gunicorn(pg.database_url, workers=2, env=TEST_ENV) as server:
         stop = asyncio.Event()
         clients = [
             asyncio.create_task(signups_until(server.url, stop, prefix, outcomes)) for _ in range(6)
@@ -149,7 +149,7 @@ def test_a_worker_killed_before_its_metrics_file_was_sized_is_replaced(
     """prometheus-client creates a worker's .db file empty and sizes it a moment later; a
     SIGKILL in between (a real race under load) used to crash the master's main loop in
     child_exit: no respawn, then exit 255. Here the moment is held with SIGSTOP."""
-    with run_gunicorn(database_url, workers=2) as server:
+    with run_gunicorn(database_url, workers=2, env=TEST_ENV) as server:
         victim = server.worker_pids()[0]
         os.kill(victim, signal.SIGSTOP)
         (server.metrics_dir / f"counter_{victim}.db").write_bytes(b"")
@@ -170,7 +170,7 @@ async def test_database_restart_under_load_is_fast_503s_then_recovery(
 ) -> None:
     prefix = unique_name("rst")[:12]
     outcomes = Outcomes()
-    with run_gunicorn(pg.database_url, workers=2, env=FAST_FAILURE_ENV) as server:
+    with run_gunicorn(pg.database_url, workers=2, env=TEST_ENV | FAST_FAILURE_ENV) as server:
         workers_before = server.worker_pids()
         stop = asyncio.Event()
         clients = [
@@ -213,7 +213,7 @@ async def test_database_restart_under_load_is_fast_503s_then_recovery(
 
 async def test_database_down_at_boot_then_ready_without_restart(pg: OwnPostgres) -> None:
     pg.server.stop()
-    with run_gunicorn(pg.database_url, workers=2, env=FAST_FAILURE_ENV) as server:
+    with run_gunicorn(pg.database_url, workers=2, env=TEST_ENV | FAST_FAILURE_ENV) as server:
         workers = server.worker_pids()
         async with httpx.AsyncClient(base_url=server.url, timeout=5) as http:
             assert (await http.get("/livez")).status_code == 200
@@ -232,11 +232,10 @@ async def test_database_down_at_boot_then_ready_without_restart(pg: OwnPostgres)
 
 
 async def test_frozen_database_fails_within_timeouts_and_recovers(pg: OwnPostgres) -> None:
-    with run_gunicorn(pg.database_url, workers=2, env=FAST_FAILURE_ENV) as server:
+    with run_gunicorn(pg.database_url, workers=2, env=TEST_ENV | FAST_FAILURE_ENV) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=15) as http:
             account = await signup(http)
-            frozen = pg.freeze()
-            try:
+            with paused(pg.processes()):
 
                 async def timed(path: str) -> tuple[int, float]:
                     started = time.monotonic()
@@ -247,8 +246,6 @@ async def test_frozen_database_fails_within_timeouts_and_recovers(pg: OwnPostgre
                 await asyncio.sleep(0.2)
                 alive = await timed("/livez")
                 during = await waiting
-            finally:
-                pg.thaw(frozen)
             started = time.monotonic()
             while (after := await http.get("/items", headers=account.auth)).status_code != 200:
                 waited = time.monotonic() - started
@@ -265,7 +262,7 @@ async def test_frozen_database_fails_within_timeouts_and_recovers(pg: OwnPostgre
 
 async def test_pool_exhaustion_is_fast_503_and_livez_stays_up(pg: OwnPostgres) -> None:
     env = {"DB_POOL_SIZE": "2", "DB_POOL_TIMEOUT_SECONDS": "1"}
-    with run_gunicorn(pg.database_url, workers=1, env=env) as server:
+    with run_gunicorn(pg.database_url, workers=1, env=TEST_ENV | env) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=15) as http:
             account = await signup(http)
             blocker = await asyncpg.connect(plain_dsn(pg.database_url))
@@ -317,7 +314,7 @@ async def test_pool_exhaustion_is_fast_503_and_livez_stays_up(pg: OwnPostgres) -
 
 async def test_same_name_signup_race_has_exactly_one_winner(pg: OwnPostgres) -> None:
     name = unique_name("race")
-    with run_gunicorn(pg.database_url, workers=4) as server:
+    with run_gunicorn(pg.database_url, workers=4, env=TEST_ENV) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=15) as http:
             responses = await asyncio.gather(
                 *(
@@ -337,7 +334,7 @@ async def test_same_name_signup_race_has_exactly_one_winner(pg: OwnPostgres) -> 
 
 async def test_hot_spot_crossing_updates_are_200_or_503_never_500(pg: OwnPostgres) -> None:
     env = {"DB_STATEMENT_TIMEOUT_MS": "2000", "DB_RETRY_ATTEMPTS": "3"}
-    with run_gunicorn(pg.database_url, workers=4, env=env) as server:
+    with run_gunicorn(pg.database_url, workers=4, env=TEST_ENV | env) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
             owner = await signup(http)
             rows = []
