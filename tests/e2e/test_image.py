@@ -21,8 +21,7 @@ import pytest
 from alembic.script import ScriptDirectory
 
 from tests.support.api import PASSWORD, unique_name
-from tests.support.images import Image, service_image
-from tests.support.podman import Container, podman, podman_env, run_once
+from tests.support.podman import Container, Image, podman, podman_env, run_once, service_image
 from tests.support.podman import running as running_container
 from tests.support.processes import eventually, steady_load
 from tooling.database import alembic_config, fetch, fresh_database

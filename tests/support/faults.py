@@ -5,28 +5,11 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from tooling.database import migrate
 from tooling.postgres import EmbeddedPostgres
 from tooling.processes import children_of
-
-
-@dataclass
-class OwnPostgres:
-    server: EmbeddedPostgres
-    database_url: str
-
-    def log(self) -> str:
-        return self.server.log_file.read_text(errors="replace")
-
-    def processes(self) -> list[int]:
-        """The postmaster and its backends (to freeze with SIGSTOP: a database that hangs,
-        not one that refuses)."""
-        postmaster = self.server.postmaster_pid()
-        assert postmaster is not None
-        return [postmaster, *children_of(postmaster)]
 
 
 @contextmanager
@@ -41,12 +24,20 @@ def postgres_scratch() -> Iterator[Path]:
 
 
 @contextmanager
-def own_postgres() -> Iterator[OwnPostgres]:
+def own_postgres() -> Iterator[EmbeddedPostgres]:
+    """An embedded server whose `postgres` database is migrated, destroyed afterwards."""
     with postgres_scratch() as scratch:
         server = EmbeddedPostgres(scratch / "pg", log=lambda _: None)
         try:
-            url = server.start()
-            migrate(url)
-            yield OwnPostgres(server, url)
+            migrate(server.start())
+            yield server
         finally:
             server.destroy()
+
+
+def server_processes(server: EmbeddedPostgres) -> list[int]:
+    """The postmaster and its backends: SIGSTOP them for a database that hangs rather than
+    refuses."""
+    postmaster = server.postmaster_pid()
+    assert postmaster is not None
+    return [postmaster, *children_of(postmaster)]
