@@ -8,11 +8,7 @@ from fastapi import FastAPI
 
 from service.app import create_app
 from service.core.settings import Settings
-from tests.support.processes import (
-    TEST_ENV,
-    TEST_FAILURES_PER_ADDRESS,
-    TEST_HASH_QUEUE_TIMEOUT_SECONDS,
-)
+from tests.support.processes import TEST_ENV
 from tooling.database import fresh_database
 from tooling.gunicorn import Gunicorn, run_gunicorn
 from tooling.postgres import PROJECT_ROOT, provided_database
@@ -36,11 +32,9 @@ def database_url(postgres_server_url: str) -> Iterator[str]:
 def make_settings(database_url: str, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "database_url": database_url,
-        "environment": "test",
-        "bcrypt_rounds": 4,
         "access_log": False,
-        "login_failures_per_address": TEST_FAILURES_PER_ADDRESS,  # see gunicorn_env
-        "hash_queue_timeout_seconds": TEST_HASH_QUEUE_TIMEOUT_SECONDS,
+        # The settings real gunicorn processes under test get (TEST_ENV explains them).
+        **{key.lower(): value for key, value in TEST_ENV.items()},
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

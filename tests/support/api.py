@@ -44,13 +44,8 @@ async def signup(client: httpx.AsyncClient, **extra: Any) -> Account:
     tokens = await client.post("/auth/token", data={"username": name, "password": password})
     assert tokens.status_code == 200, tokens.text
     body = tokens.json()
-    return Account(
-        name=name,
-        password=password,
-        pubid=created.json()["pubid"],
-        access_token=body["access_token"],
-        refresh_token=body["refresh_token"],
-    )
+    pubid = created.json()["pubid"]
+    return Account(name, password, pubid, body["access_token"], body["refresh_token"])
 
 
 async def add_item(client: httpx.AsyncClient, account: Account, name: str) -> dict[str, Any]:

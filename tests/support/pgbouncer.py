@@ -22,7 +22,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from tests.support.system import require_binary
-from tooling.gunicorn import stop, wait_for
+from tooling.gunicorn import launch, stop, wait_for
 from tooling.postgres import PROJECT_ROOT, free_port
 
 # Debian's pgbouncer exits "User does not exist" or refuses root: run it as nobody.
@@ -120,10 +120,7 @@ def run_pgbouncer(server_url: str, **overrides: str) -> Iterator[PgBouncer]:
                 os.chown(path, account.pw_uid, account.pw_gid)
             command[1:1] = ["-u", UNPRIVILEGED_USER]
         # Errors before the logfile opens (a bad config) only reach stderr: keep those too.
-        with output.open("wb") as stderr:
-            process = subprocess.Popen(
-                command, stdout=stderr, stderr=subprocess.STDOUT, cwd=directory
-            )
+        process = launch(command, env=os.environ, log_path=output, cwd=directory)
         try:
             wait_for(
                 lambda: _listening(process, port, output),

@@ -17,19 +17,17 @@ import httpx
 
 from tooling.gunicorn import Gunicorn, timed_out
 
-TEST_FAILURES_PER_ADDRESS = 1_000_000
-TEST_HASH_QUEUE_TIMEOUT_SECONDS = 15.0
 TEST_ENV = {
     "BCRYPT_ROUNDS": "4",
     "ENVIRONMENT": "test",
     # Every test client shares loopback, and a test session shares one database: the
     # per-address login limit would be a limit on the whole suite. Tests of that limit
     # set it back (tests/e2e/test_throttle_processes.py).
-    "LOGIN_FAILURES_PER_ADDRESS": str(TEST_FAILURES_PER_ADDRESS),
+    "LOGIN_FAILURES_PER_ADDRESS": "1000000",
     # Bursts of concurrent sign-ups (50 at once in the name race) must not be shed on a
     # busy machine: admission control is tested at its defaults on its own
     # (tests/e2e/test_hash_admission.py, tests/unit/test_security.py).
-    "HASH_QUEUE_TIMEOUT_SECONDS": str(TEST_HASH_QUEUE_TIMEOUT_SECONDS),
+    "HASH_QUEUE_TIMEOUT_SECONDS": "15",
 }
 
 
