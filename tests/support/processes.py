@@ -10,7 +10,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 
 import httpx
@@ -134,7 +134,7 @@ async def one_response_from_each_worker(
     proves every worker accepts and serves, whatever the load."""
     workers = server.worker_pids()
     answered: dict[int, httpx.Response] = {}
-    try:
+    with ExitStack() as winners:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
             while len(answered) < len(workers):
                 try:
@@ -148,10 +148,7 @@ async def one_response_from_each_worker(
                 assert worker in workers, (worker, server.process_table())
                 assert worker not in answered, f"paused worker {worker} answered again"
                 answered[worker] = response
-                os.kill(worker, signal.SIGSTOP)
-    finally:
-        for worker in answered:
-            os.kill(worker, signal.SIGCONT)
+                winners.enter_context(paused([worker]))
     return answered
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.api import PASSWORD, WRONG_PASSWORD
+from tests.support.api import PASSWORD, WRONG_PASSWORD, Account
 from tooling.ledger import HOT_WRITE, ITEM_CREATED, ITEM_DELETED, USER_CREATED, Ledger
 
 # Generous: these tests check that nothing is lost or duplicated; on a busy machine a request
@@ -93,14 +93,7 @@ class Client:
             self.traffic.errors.append(what)
 
 
-@dataclass(frozen=True)
-class Login:
-    name: str
-    pubid: str
-    headers: dict[str, str]
-
-
-async def sign_up_and_log_in(client: Client, name: str) -> Login | None:
+async def sign_up_and_log_in(client: Client, name: str) -> Account | None:
     created = await client.call(
         "POST", "/users", expect=201, json={"name": name, "password": PASSWORD}
     )
@@ -112,13 +105,13 @@ async def sign_up_and_log_in(client: Client, name: str) -> Login | None:
         return None
     pubid = created.json()["pubid"]
     client.traffic.writes.record(USER_CREATED, pubid=pubid)
-    token = tokens.json()["access_token"]
-    return Login(name, pubid, {"Authorization": f"Bearer {token}"})
+    body = tokens.json()
+    return Account(name, PASSWORD, pubid, body["access_token"], body["refresh_token"])
 
 
-async def add_item(client: Client, login: Login, name: str) -> str | None:
+async def add_item(client: Client, login: Account, name: str) -> str | None:
     body = {"name": name, "user_pubid": login.pubid}
-    made = await client.call("POST", "/items", expect=201, headers=login.headers, json=body)
+    made = await client.call("POST", "/items", expect=201, headers=login.auth, json=body)
     if made is None:
         return None
     pubid: str = made.json()["pubid"]
@@ -132,7 +125,7 @@ async def item_journey(client: Client, name: str, *, items: int = 4) -> None:
     login = await sign_up_and_log_in(client, name)
     if login is None:
         return
-    auth = login.headers
+    auth = login.auth
     made = [await add_item(client, login, f"item-{n}") for n in range(items)]
     owned = [pubid for pubid in made if pubid is not None]
     listed = await client.call("GET", "/items", expect=200, headers=auth, params={"limit": 50})
@@ -192,7 +185,7 @@ async def crossing_batches(
         ordered = grouped[n][::-1] if reverse else grouped[n]
         body = {"updates": [{"pubid": p, "added": stamps[(n, reverse)]} for p in ordered]}
         async with Client(bases, traffic, start=n + reverse) as one:
-            await one.call("PATCH", "/items", expect=200, headers=login.headers, json=body)
+            await one.call("PATCH", "/items", expect=200, headers=login.auth, json=body)
 
     await asyncio.gather(*(batch(n, reverse) for n in range(groups) for reverse in (False, True)))
     return Crossing(name, grouped, stamps)
