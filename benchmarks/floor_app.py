@@ -17,15 +17,13 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 ITEM_SQL = (
     "SELECT i.pubid, i.name, i.added, u.pubid AS user_pubid "
@@ -60,7 +58,7 @@ class FloorApp:
         self.database_url = database_url
         self.pool: Any = None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
         elif scope["type"] == "http":
@@ -84,7 +82,7 @@ class FloorApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _http(self, scope: Scope, send: Send) -> None:
+    async def _http(self, scope: dict[str, Any], send: Send) -> None:
         path: str = scope["path"]
         if not path.startswith(_ITEMS_PREFIX):
             status = 200 if path in {"/livez", "/readyz"} else 404

@@ -1,4 +1,5 @@
-"""results.png: req/s (bars, with the range over rounds) and p99 (bars) per workload."""
+"""results.png: req/s (bars, with the range over rounds) and p99 (bars) per workload; and
+scaling.png: config 1's reads against connections and workers (the rows of RESULTS.md)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+
+from benchmarks.report import connection_rows, worker_rows
 
 _WORKLOADS = ("read", "user", "insert", "list", "signup", "steady", "scrape", "flood")
 _P99_LIMITS = {"read": 50.0, "user": 50.0, "insert": 60.0}
@@ -24,37 +27,21 @@ _TICKS = {
 }
 
 
-def _series(document: dict[str, Any]) -> tuple[list[str], list[str], dict[tuple[str, str], Any]]:
+def render(document: dict[str, Any], path: Path) -> None:
     by_key = {(s["config"], s["workload"]): s for s in document["summaries"]}
     configs = [c for c in document["configs"] if any(k[0] == c for k in by_key)]
     workloads = [w for w in _WORKLOADS if any(k[1] == w for k in by_key)]
-    return configs, workloads, by_key
-
-
-def _rps_range(document: dict[str, Any], config: str, workload: str) -> tuple[float, float]:
-    values = [
-        s["rps"] for s in document["samples"] if s["config"] == config and s["workload"] == workload
-    ]
-    return min(values), max(values)
-
-
-def _positions(
-    configs: list[str], workloads: list[str], by_key: dict[tuple[str, str], Any]
-) -> tuple[dict[tuple[str, str], float], float]:
-    """Bars of one workload sit side by side, centred on it, only for configs that ran it."""
+    rps_by_key: dict[tuple[str, str], list[float]] = {}
+    for s in document["samples"]:
+        rps_by_key.setdefault((s["config"], s["workload"]), []).append(s["rps"])
+    # Bars of one workload sit side by side, centred on it, only for configs that ran it.
     present = {w: [c for c in configs if (c, w) in by_key] for w in workloads}
     width = 0.84 / max([1, *(len(cs) for cs in present.values())])
-    positions = {}
-    for w_index, workload in enumerate(workloads):
-        group = present[workload]
-        for index, config in enumerate(group):
-            positions[(config, workload)] = w_index + (index - (len(group) - 1) / 2) * width
-    return positions, width
-
-
-def render(document: dict[str, Any], path: Path) -> None:
-    configs, workloads, by_key = _series(document)
-    positions, width = _positions(configs, workloads, by_key)
+    positions = {
+        (config, workload): w_index + (index - (len(present[workload]) - 1) / 2) * width
+        for w_index, workload in enumerate(workloads)
+        for index, config in enumerate(present[workload])
+    }
     colors = plt.get_cmap("tab10")
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(14, 10), constrained_layout=True)
     for index, config in enumerate(configs):
@@ -63,11 +50,10 @@ def render(document: dict[str, Any], path: Path) -> None:
             summary = by_key.get((config, workload))
             if summary is None:
                 continue
-            lo, hi = _rps_range(document, config, workload)
             xs.append(positions[(config, workload)])
             rps.append(summary["rps"])
-            low.append(summary["rps"] - lo)
-            high.append(hi - summary["rps"])
+            low.append(summary["rps"] - min(rps_by_key[config, workload]))
+            high.append(max(rps_by_key[config, workload]) - summary["rps"])
             p99.append(summary["p99_ms"])
         color = colors(index % 10)
         bars = top.bar(xs, rps, width, yerr=[low, high], capsize=2, color=color, label=config)
@@ -106,5 +92,37 @@ def render(document: dict[str, Any], path: Path) -> None:
         axis.grid(axis="y", alpha=0.3)
         axis.margins(y=0.15)
     top.legend(fontsize=8, ncols=5, loc="upper right")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def render_scaling(document: dict[str, Any], path: Path) -> None:
+    """scaling.png, unless the run measured neither curve."""
+    curves = [("connections", connection_rows(document)), ("workers", worker_rows(document))]
+    if not any(rows for _, rows in curves):
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), constrained_layout=True)
+    cores = document["machine"]["cores"]
+    labels = {
+        "connections": "wrk connections (config 1, 2 workers)",
+        "workers": f"gunicorn workers, 50 connections, {cores} cores",
+    }
+    for axis, (against, rows) in zip(axes, curves, strict=True):
+        if not rows:
+            continue
+        xs = [r[against] for r in rows]
+        axis.plot(xs, [r["rps"] for r in rows], "o-", label="req/s")
+        if against == "connections":
+            axis.set_xscale("log")
+            latency = axis.twinx()
+            latency.plot(xs, [r["p99_ms"] for r in rows], "s--", color="tab:red")
+            latency.set_ylabel("p99 ms (red, log scale)", color="tab:red")
+            latency.set_yscale("log")
+        axis.set_xticks(xs, [str(x) for x in xs])
+        axis.set_xlabel(labels[against])
+        axis.set_ylabel("requests per second")
+        axis.set_ylim(bottom=0)
+        axis.set_title(f"One-row authenticated reads against {against}")
+        axis.grid(alpha=0.3)
     fig.savefig(path, dpi=100)
     plt.close(fig)

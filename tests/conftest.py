@@ -8,20 +8,17 @@ from fastapi import FastAPI
 
 from service.app import create_app
 from service.core.settings import Settings
-from tests.support.database import server_url
-from tests.support.processes import (
-    TEST_FAILURES_PER_ADDRESS,
-    TEST_HASH_QUEUE_TIMEOUT_SECONDS,
-    run_gunicorn,
-)
+from tests.support.processes import TEST_ENV
 from tooling.database import fresh_database
-from tooling.gunicorn import Gunicorn
+from tooling.gunicorn import Gunicorn, run_gunicorn
+from tooling.postgres import PROJECT_ROOT, provided_database
 
 
 @pytest.fixture(scope="session")
 def postgres_server_url() -> Iterator[str]:
-    """The PostgreSQL server: DATABASE_URL's, or an embedded one in .pgdata/test."""
-    with server_url() as url:
+    """The PostgreSQL server: DATABASE_URL's, or an embedded one in .pgdata/test (shared
+    by concurrent test sessions)."""
+    with provided_database(None, lambda _: None, PROJECT_ROOT / ".pgdata" / "test") as url:
         yield url
 
 
@@ -35,11 +32,9 @@ def database_url(postgres_server_url: str) -> Iterator[str]:
 def make_settings(database_url: str, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "database_url": database_url,
-        "environment": "test",
-        "bcrypt_rounds": 4,
         "access_log": False,
-        "login_failures_per_address": TEST_FAILURES_PER_ADDRESS,  # see gunicorn_env
-        "hash_queue_timeout_seconds": TEST_HASH_QUEUE_TIMEOUT_SECONDS,
+        # The settings real gunicorn processes under test get (TEST_ENV explains them).
+        **{key.lower(): value for key, value in TEST_ENV.items()},
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -55,7 +50,7 @@ async def app(database_url: str) -> AsyncIterator[FastAPI]:
 @pytest.fixture(scope="session")
 def gunicorn_server(database_url: str) -> Iterator[Gunicorn]:
     """Four real UvicornWorker processes under a real gunicorn master, on loopback."""
-    with run_gunicorn(database_url, workers=4) as server:
+    with run_gunicorn(database_url, workers=4, env=TEST_ENV) as server:
         yield server
 
 

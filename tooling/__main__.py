@@ -6,7 +6,8 @@
     python -m tooling stop-db          # stop the embedded PostgreSQL
 
 With DATABASE_URL set, that database is used as is. Without it, an embedded PostgreSQL is
-started in .pgdata/dev (kept between runs) and stopped again when the command ends.
+started in .pgdata/dev (kept between runs) and stopped again when the last command using it
+ends.
 """
 
 from __future__ import annotations

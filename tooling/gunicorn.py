@@ -24,10 +24,8 @@ _STARTUP_COMPLETE = re.compile(r"\[(\d+)\] \[INFO\] uvicorn\.error: Application 
 
 
 def timed_out(timeout: float, what: str, seen: Callable[[], object] | None) -> TimeoutError:
-    message = f"timed out after {timeout}s waiting for {what}"
-    if seen is not None:
-        message += f"; last saw: {seen()}"
-    return TimeoutError(message)
+    last = "" if seen is None else f"; last saw: {seen()}"
+    return TimeoutError(f"timed out after {timeout}s waiting for {what}{last}")
 
 
 def wait_for(
@@ -94,18 +92,14 @@ class Gunicorn:
         booted = self.booted_pids()
         return [pid for pid in self.worker_pids() if pid in booted]
 
-    def wait_booted(self, workers: int, *, timeout: float = 60) -> list[int]:
+    def wait_booted(self, workers: int) -> None:
         def ready() -> bool:
-            live = self.worker_pids()
-            return len(live) == workers and len(self.booted_workers()) == workers
+            return len(self.worker_pids()) == len(self.booted_workers()) == workers
 
         try:
-            wait_for(
-                ready, timeout=timeout, what=f"{workers} booted workers", seen=self.process_table
-            )
+            wait_for(ready, timeout=60, what=f"{workers} booted workers", seen=self.process_table)
         except TimeoutError as exc:
             raise TimeoutError(f"{exc}\ngunicorn's log:\n{self.log()[-4000:]}") from None
-        return self.worker_pids()
 
     def send(self, signum: signal.Signals) -> None:
         os.kill(self.pid, signum)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -68,48 +69,30 @@ def _slot_order(slot: str) -> tuple[int, str]:
     return (int(slot), slot) if slot.isdigit() else (10**9, slot)
 
 
-_SERIES = {
-    "worker_requests_total": "worker_requests",
-    "http_requests_in_progress": "in_progress",
-    "db_pool_checked_out": "pool_checked_out",
-    "db_pool_size": "pool_size",
-    "db_pool_overflow": "pool_overflow",
-    "worker_starts_total": "worker_starts",
-    "worker_exits_total": "worker_exits",
-}
-
-
 def parse(text: str, *, taken_at: float | None = None) -> Snapshot:
-    requests: dict[tuple[str, str, str], float] = {}
-    by_worker: dict[str, dict[str, float]] = {name: {} for name in _SERIES.values()}
-    db_errors: dict[str, float] = {}
-    throttled = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = sample.labels
-            if sample.name == "http_requests_total":
-                key = (labels["method"], labels["route"], labels["status"])
-                requests[key] = requests.get(key, 0.0) + sample.value
-            elif sample.name in _SERIES:
-                target = by_worker[_SERIES[sample.name]]
-                slot = labels.get("worker", "?")
-                target[slot] = target.get(slot, 0.0) + sample.value
-            elif sample.name == "db_errors_total":
-                db_errors[labels["kind"]] = db_errors.get(labels["kind"], 0.0) + sample.value
-            elif sample.name == "auth_logins_throttled_total":
-                throttled += sample.value
+    samples = read_samples(text)
+
+    def summed(name: str, *keys: str) -> dict[Any, float]:
+        """The samples of `name` summed by the values of the labels `keys`."""
+        totals: dict[Any, float] = {}
+        for labels, value in samples.get(name, {}).items():
+            found = dict(labels)
+            key = tuple(found[k] for k in keys) if len(keys) > 1 else found.get(keys[0], "?")
+            totals[key] = totals.get(key, 0.0) + value
+        return totals
+
     return Snapshot(
         taken_at=time.monotonic() if taken_at is None else taken_at,
-        requests=requests,
-        db_errors=db_errors,
-        logins_throttled=throttled,
-        worker_requests=by_worker["worker_requests"],
-        in_progress=by_worker["in_progress"],
-        pool_checked_out=by_worker["pool_checked_out"],
-        pool_size=by_worker["pool_size"],
-        pool_overflow=by_worker["pool_overflow"],
-        worker_starts=by_worker["worker_starts"],
-        worker_exits=by_worker["worker_exits"],
+        requests=summed("http_requests_total", "method", "route", "status"),
+        db_errors=summed("db_errors_total", "kind"),
+        logins_throttled=metric_sum(samples, "auth_logins_throttled_total"),
+        worker_requests=summed("worker_requests_total", "worker"),
+        in_progress=summed("http_requests_in_progress", "worker"),
+        pool_checked_out=summed("db_pool_checked_out", "worker"),
+        pool_size=summed("db_pool_size", "worker"),
+        pool_overflow=summed("db_pool_overflow", "worker"),
+        worker_starts=summed("worker_starts_total", "worker"),
+        worker_exits=summed("worker_exits_total", "worker"),
     )
 
 
@@ -117,7 +100,3 @@ def scrape(http: httpx.Client) -> Snapshot:
     response = http.get("/metrics")
     response.raise_for_status()
     return parse(response.text)
-
-
-def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
-    return {key: after.get(key, 0.0) - before.get(key, 0.0) for key in after.keys() | before}

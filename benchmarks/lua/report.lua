@@ -1,4 +1,4 @@
--- Shared by every script: done() prints one JSON line the harness parses (benchmarks/wrk.py).
+-- Shared by every script: done() prints one JSON line the harness parses (benchmarks/measure.py).
 local M = {}
 
 function M.done(summary, latency, requests)

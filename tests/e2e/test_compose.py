@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped]  # PyYAML: locked via uvicorn[standard]
 
-from tests.support.compose import compose_binary
 from tests.support.pgbouncer import database_options, read_repo_config
+from tests.support.podman import compose_binary
 from tests.support.system import require_binary
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -21,9 +21,7 @@ import httpx
 import pytest
 
 from tests.e2e.test_prometheus_server import promql
-from tests.support.compose import compose_binary, podman_api
-from tests.support.images import prometheus_image, service_image
-from tests.support.podman import podman
+from tests.support.podman import compose_binary, podman, podman_api, prometheus_image, service_image
 from tooling.database import fetch, fresh_database
 from tooling.gunicorn import wait_for
 from tooling.postgres import free_port

@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from tests.support.api import PASSWORD, Account, add_item, signup, unique_name
-from tests.support.processes import one_response_from_each_worker, run_gunicorn
+from tests.support.processes import TEST_ENV, one_response_from_each_worker
 from tooling.database import fetch
-from tooling.gunicorn import Gunicorn
+from tooling.gunicorn import Gunicorn, run_gunicorn
 
 pytestmark = pytest.mark.gunicorn
 
@@ -197,7 +197,7 @@ async def test_signups_do_not_stall_reads(database_url: str) -> None:
     # Admission control is not under test here (tests/e2e/test_hash_admission.py): let
     # every hash run, however slow this machine is today, so all eight sign-ups are 201.
     env = {"BCRYPT_ROUNDS": "12", "HASH_CONCURRENCY": "8", "HASH_QUEUE_TIMEOUT_SECONDS": "30"}
-    with run_gunicorn(database_url, workers=4, env=env) as server:
+    with run_gunicorn(database_url, workers=4, env=TEST_ENV | env) as server:
         poller = Poller(server.url)
         polling = asyncio.create_task(poller.run())
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:

@@ -19,10 +19,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.processes import run_gunicorn
+from tests.support.processes import TEST_ENV
 from tests.support.system import require_binary
-from tests.support.traffic import Client, Ledger, crossing_batches, item_journey, unique_prefix
-from tooling.gunicorn import wait_for
+from tests.support.traffic import Client, Traffic, crossing_batches, item_journey, unique_prefix
+from tooling.gunicorn import run_gunicorn, wait_for
 from tooling.postgres import free_port
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -87,15 +87,15 @@ def test_metric_name_extraction() -> None:
 @pytest.mark.gunicorn
 async def test_dashboard_queries_use_exported_metrics_and_evaluate(database_url: str) -> None:
     prometheus = require_binary("prometheus", "prometheus")
-    ledger = Ledger()
-    with run_gunicorn(database_url, workers=2) as server:
+    traffic = Traffic()
+    with run_gunicorn(database_url, workers=2, env=TEST_ENV) as server:
         # Traffic that touches every metric: signups, logins that fail and succeed, item
         # CRUD, and crossing bulk updates until PostgreSQL reports a deadlock (retried).
         prefix = unique_prefix("dash")
-        async with Client([server.url], ledger) as client:
+        async with Client([server.url], traffic) as client:
             await item_journey(client, f"{prefix}-a")
         for attempt in range(4):
-            await crossing_batches([server.url], ledger, f"{prefix}-x{attempt}")
+            await crossing_batches([server.url], traffic, f"{prefix}-x{attempt}")
             if "db_errors_total" in await _sample_names(server.url):
                 break
         # A worker that exits (and is replaced) feeds worker_exits_total/worker_starts_total.
@@ -103,7 +103,7 @@ async def test_dashboard_queries_use_exported_metrics_and_evaluate(database_url:
         os.kill(victim, signal.SIGTERM)
         wait_for(lambda: len(server.booted_pids()) == 3, timeout=30, what="replacement worker")
         exported = await _sample_labels(server.url)
-        assert ledger.errors == [], ledger.errors[:5]
+        assert traffic.errors == [], traffic.errors[:5]
         target_labels = {"instance", "job", "le"}
         queries = dashboard_queries()
         for query in queries:

@@ -15,9 +15,9 @@ import pytest
 
 from tests.support.api import signup
 from tests.support.faults import postgres_scratch
-from tests.support.processes import gunicorn_env, run_gunicorn
+from tests.support.processes import TEST_ENV
 from tooling.database import fetch, fresh_database
-from tooling.gunicorn import GUNICORN
+from tooling.gunicorn import GUNICORN, gunicorn_env, run_gunicorn
 from tooling.postgres import PROJECT_ROOT, EmbeddedPostgres
 
 pytestmark = pytest.mark.gunicorn
@@ -41,7 +41,7 @@ def private_database(postgres_server_url: str) -> Iterator[str]:
 @pytest.mark.parametrize("preload", ["false", "true"])
 async def test_each_worker_owns_its_pool(private_database: str, preload: str) -> None:
     database_url = private_database
-    with run_gunicorn(database_url, workers=4, env={"PRELOAD_APP": preload}) as server:
+    with run_gunicorn(database_url, workers=4, env={**TEST_ENV, "PRELOAD_APP": preload}) as server:
         pids = server.worker_pids()
         async with httpx.AsyncClient(base_url=server.url, timeout=5) as http:
             accounts = await asyncio.gather(*(signup(http) for _ in range(8)))
@@ -91,7 +91,7 @@ def test_impossible_configuration_is_refused_clearly(
     database_url: str, overrides: dict[str, str], message: str
 ) -> None:
     with tempfile.TemporaryDirectory() as scratch:
-        env = gunicorn_env(database_url, 1, Path(scratch), **overrides)
+        env = gunicorn_env(database_url, 1, Path(scratch), **(TEST_ENV | overrides))
         env.pop("JWT_SECRET_KEY", None)
         result = _start_expecting_refusal(env)
     assert result.returncode == 2
@@ -111,7 +111,9 @@ def _refused_then_fits(server: EmbeddedPostgres) -> None:
     server_url = server.start()
     try:
         with fresh_database(server_url) as url, tempfile.TemporaryDirectory() as scratch:
-            env = gunicorn_env(url, 1, Path(scratch), WEB_CONCURRENCY="4", DB_POOL_SIZE="10")
+            env = gunicorn_env(
+                url, 1, Path(scratch), **TEST_ENV, WEB_CONCURRENCY="4", DB_POOL_SIZE="10"
+            )
             started = time.monotonic()
             result = _start_expecting_refusal(env)
             elapsed = time.monotonic() - started
@@ -121,7 +123,7 @@ def _refused_then_fits(server: EmbeddedPostgres) -> None:
             assert "40 connections needed but the database allows" in output
             assert "Booting worker" not in output  # refused before forking: no crash loop
             # The same database with a pool that fits starts fine.
-            with run_gunicorn(url, workers=2, env={"DB_POOL_SIZE": "3"}) as fits:
+            with run_gunicorn(url, workers=2, env={**TEST_ENV, "DB_POOL_SIZE": "3"}) as fits:
                 assert httpx.get(fits.url + "/readyz", timeout=5).status_code == 200
                 assert "connection budget: 2 workers x 3 connections" in fits.log()
     finally:

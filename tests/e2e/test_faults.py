@@ -18,10 +18,11 @@ import pytest
 
 from service.core.urls import plain_dsn
 from tests.support.api import PASSWORD, signup, unique_name
-from tests.support.faults import OwnPostgres, own_postgres, postgres_scratch
-from tests.support.processes import eventually, run_gunicorn
+from tests.support.faults import own_postgres, server_processes
+from tests.support.processes import TEST_ENV, eventually, paused
 from tooling.database import fetch
-from tooling.gunicorn import wait_for
+from tooling.gunicorn import run_gunicorn, wait_for
+from tooling.postgres import EmbeddedPostgres
 
 pytestmark = [pytest.mark.gunicorn, pytest.mark.faults]
 
@@ -33,8 +34,8 @@ FAST_FAILURE_ENV = {
 
 
 @pytest.fixture
-def pg() -> Iterator[OwnPostgres]:
-    with postgres_scratch() as scratch, own_postgres(scratch / "pg") as database:
+def pg() -> Iterator[EmbeddedPostgres]:
+    with own_postgres() as database:
         yield database
 
 
@@ -78,16 +79,18 @@ async def signups_until(
                 outcomes.last_failure = time.monotonic()
 
 
-def _transactions_cut(pg: OwnPostgres) -> int:
-    return pg.log().count("unexpected EOF on client connection with an open transaction")
+def _transactions_cut(pg: EmbeddedPostgres) -> int:
+    return pg.log_file.read_text(errors="replace").count(
+        "unexpected EOF on client connection with an open transaction"
+    )
 
 
 async def test_workers_killed_mid_transaction_leave_no_half_written_data(
-    pg: OwnPostgres,
+    pg: EmbeddedPostgres,
 ) -> None:
     prefix = unique_name("kill")[:12]
     outcomes = Outcomes()
-    with run_gunicorn(pg.database_url, workers=2) as server:
+    with run_gunicorn(pg.url(), workers=2, env=TEST_ENV) as server:
         stop = asyncio.Event()
         clients = [
             asyncio.create_task(signups_until(server.url, stop, prefix, outcomes)) for _ in range(6)
@@ -126,7 +129,7 @@ async def test_workers_killed_mid_transaction_leave_no_half_written_data(
         stop.set()
         await asyncio.gather(*clients)
     rows = await fetch(
-        pg.database_url,
+        pg.url(),
         "SELECT u.name, u.pubid::text AS pubid, count(i.id) AS items FROM users u "
         "LEFT JOIN items i ON i.user_id = u.id WHERE u.name LIKE $1 GROUP BY u.id",
         f"{prefix}-%",
@@ -149,7 +152,7 @@ def test_a_worker_killed_before_its_metrics_file_was_sized_is_replaced(
     """prometheus-client creates a worker's .db file empty and sizes it a moment later; a
     SIGKILL in between (a real race under load) used to crash the master's main loop in
     child_exit: no respawn, then exit 255. Here the moment is held with SIGSTOP."""
-    with run_gunicorn(database_url, workers=2) as server:
+    with run_gunicorn(database_url, workers=2, env=TEST_ENV) as server:
         victim = server.worker_pids()[0]
         os.kill(victim, signal.SIGSTOP)
         (server.metrics_dir / f"counter_{victim}.db").write_bytes(b"")
@@ -166,11 +169,11 @@ def test_a_worker_killed_before_its_metrics_file_was_sized_is_replaced(
 
 
 async def test_database_restart_under_load_is_fast_503s_then_recovery(
-    pg: OwnPostgres,
+    pg: EmbeddedPostgres,
 ) -> None:
     prefix = unique_name("rst")[:12]
     outcomes = Outcomes()
-    with run_gunicorn(pg.database_url, workers=2, env=FAST_FAILURE_ENV) as server:
+    with run_gunicorn(pg.url(), workers=2, env=TEST_ENV | FAST_FAILURE_ENV) as server:
         workers_before = server.worker_pids()
         stop = asyncio.Event()
         clients = [
@@ -183,7 +186,7 @@ async def test_database_restart_under_load_is_fast_503s_then_recovery(
             what="10 sign-ups before the restart",
             seen=lambda: dict(outcomes.statuses),
         )
-        await asyncio.to_thread(pg.server.restart)
+        await asyncio.to_thread(pg.restart)
         restarted_at = time.monotonic()
         await eventually(
             lambda: outcomes.last_created > max(restarted_at, outcomes.last_failure) + 1,
@@ -195,7 +198,7 @@ async def test_database_restart_under_load_is_fast_503s_then_recovery(
         await asyncio.gather(*clients)
         workers_after = server.worker_pids()
     rows = await fetch(
-        pg.database_url,
+        pg.url(),
         "SELECT name, pubid::text AS pubid FROM users WHERE name LIKE $1",
         f"{prefix}-%",
     )
@@ -211,16 +214,16 @@ async def test_database_restart_under_load_is_fast_503s_then_recovery(
     assert workers_after == workers_before  # without restarting any worker
 
 
-async def test_database_down_at_boot_then_ready_without_restart(pg: OwnPostgres) -> None:
-    pg.server.stop()
-    with run_gunicorn(pg.database_url, workers=2, env=FAST_FAILURE_ENV) as server:
+async def test_database_down_at_boot_then_ready_without_restart(pg: EmbeddedPostgres) -> None:
+    pg.stop()
+    with run_gunicorn(pg.url(), workers=2, env=TEST_ENV | FAST_FAILURE_ENV) as server:
         workers = server.worker_pids()
         async with httpx.AsyncClient(base_url=server.url, timeout=5) as http:
             assert (await http.get("/livez")).status_code == 200
             not_ready = await http.get("/readyz")
             assert not_ready.status_code == 503
             assert not_ready.headers["retry-after"] == "1"
-            await asyncio.to_thread(pg.server.start)
+            await asyncio.to_thread(pg.start)
             started = time.monotonic()
             while (ready := await http.get("/readyz")).status_code != 200:
                 waited = time.monotonic() - started
@@ -231,12 +234,11 @@ async def test_database_down_at_boot_then_ready_without_restart(pg: OwnPostgres)
         assert "could not read max_connections" in server.log()
 
 
-async def test_frozen_database_fails_within_timeouts_and_recovers(pg: OwnPostgres) -> None:
-    with run_gunicorn(pg.database_url, workers=2, env=FAST_FAILURE_ENV) as server:
+async def test_frozen_database_fails_within_timeouts_and_recovers(pg: EmbeddedPostgres) -> None:
+    with run_gunicorn(pg.url(), workers=2, env=TEST_ENV | FAST_FAILURE_ENV) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=15) as http:
             account = await signup(http)
-            frozen = pg.freeze()
-            try:
+            with paused(server_processes(pg)):
 
                 async def timed(path: str) -> tuple[int, float]:
                     started = time.monotonic()
@@ -247,8 +249,6 @@ async def test_frozen_database_fails_within_timeouts_and_recovers(pg: OwnPostgre
                 await asyncio.sleep(0.2)
                 alive = await timed("/livez")
                 during = await waiting
-            finally:
-                pg.thaw(frozen)
             started = time.monotonic()
             while (after := await http.get("/items", headers=account.auth)).status_code != 200:
                 waited = time.monotonic() - started
@@ -263,12 +263,12 @@ async def test_frozen_database_fails_within_timeouts_and_recovers(pg: OwnPostgre
     assert alive[1] < 5, alive
 
 
-async def test_pool_exhaustion_is_fast_503_and_livez_stays_up(pg: OwnPostgres) -> None:
+async def test_pool_exhaustion_is_fast_503_and_livez_stays_up(pg: EmbeddedPostgres) -> None:
     env = {"DB_POOL_SIZE": "2", "DB_POOL_TIMEOUT_SECONDS": "1"}
-    with run_gunicorn(pg.database_url, workers=1, env=env) as server:
+    with run_gunicorn(pg.url(), workers=1, env=TEST_ENV | env) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=15) as http:
             account = await signup(http)
-            blocker = await asyncpg.connect(plain_dsn(pg.database_url))
+            blocker = await asyncpg.connect(plain_dsn(pg.url()))
             try:
                 lock = blocker.transaction()
                 await lock.start()
@@ -315,9 +315,9 @@ async def test_pool_exhaustion_is_fast_503_and_livez_stays_up(pg: OwnPostgres) -
     assert livez_seconds < 5
 
 
-async def test_same_name_signup_race_has_exactly_one_winner(pg: OwnPostgres) -> None:
+async def test_same_name_signup_race_has_exactly_one_winner(pg: EmbeddedPostgres) -> None:
     name = unique_name("race")
-    with run_gunicorn(pg.database_url, workers=4) as server:
+    with run_gunicorn(pg.url(), workers=4, env=TEST_ENV) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=15) as http:
             responses = await asyncio.gather(
                 *(
@@ -331,13 +331,13 @@ async def test_same_name_signup_race_has_exactly_one_winner(pg: OwnPostgres) -> 
             )
     statuses = Counter(response.status_code for response in responses)
     assert statuses == {201: 1, 409: 49}
-    rows = await fetch(pg.database_url, "SELECT count(*) AS n FROM users WHERE name = $1", name)
+    rows = await fetch(pg.url(), "SELECT count(*) AS n FROM users WHERE name = $1", name)
     assert rows[0]["n"] == 1
 
 
-async def test_hot_spot_crossing_updates_are_200_or_503_never_500(pg: OwnPostgres) -> None:
+async def test_hot_spot_crossing_updates_are_200_or_503_never_500(pg: EmbeddedPostgres) -> None:
     env = {"DB_STATEMENT_TIMEOUT_MS": "2000", "DB_RETRY_ATTEMPTS": "3"}
-    with run_gunicorn(pg.database_url, workers=4, env=env) as server:
+    with run_gunicorn(pg.url(), workers=4, env=TEST_ENV | env) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
             owner = await signup(http)
             rows = []

@@ -17,8 +17,9 @@ import pytest
 
 from service.core.settings import Settings
 from tests.support.api import PASSWORD, unique_name
-from tests.support.processes import run_gunicorn
+from tests.support.processes import TEST_ENV
 from tooling.database import fetch
+from tooling.gunicorn import run_gunicorn
 from tooling.metrics import metric_sum
 from tooling.postgres import PROJECT_ROOT
 
@@ -101,7 +102,7 @@ async def test_a_sign_up_flood_is_shed_fast_and_reads_stay_fast(database_url: st
         "HASH_CONCURRENCY": str(defaults["hash_concurrency"].default),
         "HASH_QUEUE_TIMEOUT_SECONDS": str(defaults["hash_queue_timeout_seconds"].default),
     }
-    with run_gunicorn(database_url, workers=4, env=env) as server:
+    with run_gunicorn(database_url, workers=4, env=TEST_ENV | env) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
             target = await http.post("/users", json={"name": unique_name(), "password": PASSWORD})
             assert target.status_code == 201

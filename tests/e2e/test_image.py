@@ -21,11 +21,9 @@ import pytest
 from alembic.script import ScriptDirectory
 
 from tests.support.api import PASSWORD, unique_name
-from tests.support.images import Image, service_image
-from tests.support.load import steady_load
-from tests.support.podman import Container, podman, podman_env, run_once
+from tests.support.podman import Container, Image, podman, podman_env, run_once, service_image
 from tests.support.podman import running as running_container
-from tests.support.processes import eventually
+from tests.support.processes import eventually, steady_load
 from tooling.database import alembic_config, fetch, fresh_database
 from tooling.gunicorn import wait_for
 from tooling.postgres import free_port
@@ -233,7 +231,7 @@ async def test_hup_reloads_the_workers_under_load(served: tuple[Container, str])
     stop = asyncio.Event()
     # Gunicorn stops the old workers as soon as the new ones are forked: requests wait in
     # the listen queue while the new ones boot (seconds on a busy machine), none is lost.
-    load = asyncio.create_task(steady_load(base_url, stop, request_timeout=30))
+    load = asyncio.create_task(steady_load(base_url, stop))
     await asyncio.sleep(1)
     await asyncio.to_thread(container.podman, "kill", "--signal", "HUP", container.name)
     await eventually(

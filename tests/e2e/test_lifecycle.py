@@ -12,9 +12,8 @@ import httpx
 import pytest
 
 from tests.support.api import PASSWORD, unique_name
-from tests.support.load import LoadResult, steady_load
-from tests.support.processes import eventually, run_gunicorn, served_by
-from tooling.gunicorn import Gunicorn, wait_for
+from tests.support.processes import TEST_ENV, LoadResult, eventually, served_by, steady_load
+from tooling.gunicorn import Gunicorn, run_gunicorn, wait_for
 from tooling.processes import cpu_seconds
 
 pytestmark = pytest.mark.gunicorn
@@ -43,7 +42,7 @@ async def test_sigterm_lets_in_flight_requests_finish_then_exits_0(database_url:
     # Cost-14 bcrypt makes each sign-up a naturally slow request (about a second here).
     # Two hashing slots per worker and a long queue: all four run, none is shed with 503.
     env = {"BCRYPT_ROUNDS": "14", "HASH_CONCURRENCY": "2", "HASH_QUEUE_TIMEOUT_SECONDS": "30"}
-    with run_gunicorn(database_url, workers=2, env=env) as server:
+    with run_gunicorn(database_url, workers=2, env=TEST_ENV | env) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
             names = [unique_name() for _ in range(4)]
             idle_cpu = _workers_cpu(server)
@@ -68,7 +67,7 @@ async def test_sigterm_lets_in_flight_requests_finish_then_exits_0(database_url:
 
 
 async def test_sighup_reload_under_load_fails_nothing(database_url: str) -> None:
-    with run_gunicorn(database_url, workers=2) as server:
+    with run_gunicorn(database_url, workers=2, env=TEST_ENV) as server:
         before = set(server.worker_pids())
         stop = asyncio.Event()
         result = LoadResult()
@@ -96,7 +95,7 @@ async def test_sighup_reload_under_load_fails_nothing(database_url: str) -> None
 
 
 async def test_ttin_adds_a_serving_worker_and_ttou_removes_one(database_url: str) -> None:
-    with run_gunicorn(database_url, workers=2) as server:
+    with run_gunicorn(database_url, workers=2, env=TEST_ENV) as server:
         original = set(server.worker_pids())
         server.send(signal.SIGTTIN)
         await eventually(
@@ -125,7 +124,7 @@ async def test_ttin_adds_a_serving_worker_and_ttou_removes_one(database_url: str
 
 async def test_max_requests_recycles_every_worker_without_failures(database_url: str) -> None:
     env = {"MAX_REQUESTS": "60", "MAX_REQUESTS_JITTER": "20"}
-    with run_gunicorn(database_url, workers=2, env=env) as server:
+    with run_gunicorn(database_url, workers=2, env=TEST_ENV | env) as server:
         original = set(server.worker_pids())
         stop = asyncio.Event()
         result = LoadResult()
@@ -146,7 +145,7 @@ async def test_sigkill_of_a_worker_is_respawned_and_only_its_requests_fail(
     database_url: str,
 ) -> None:
     clients = 8
-    with run_gunicorn(database_url, workers=2) as server:
+    with run_gunicorn(database_url, workers=2, env=TEST_ENV) as server:
         victims = server.worker_pids()
         stop = asyncio.Event()
         result = LoadResult()
@@ -182,7 +181,7 @@ async def test_a_worker_blocked_past_timeout_is_replaced_while_others_serve(
     # 5 s: long enough that a busy machine never delays a healthy worker's heartbeat (sent
     # every timeout / 2) past it, short against the 30 s block.
     env = {"TIMEOUT": "5", "APP_MODULE": "tests.support.faulty_app:create_app()"}
-    with run_gunicorn(database_url, workers=2, env=env) as server:
+    with run_gunicorn(database_url, workers=2, env=TEST_ENV | env) as server:
         original = set(server.worker_pids())
         async with httpx.AsyncClient(base_url=server.url, timeout=25) as http:
             blocked = asyncio.create_task(http.get("/_test/block", params={"seconds": 30}))
@@ -211,7 +210,7 @@ async def test_a_worker_blocked_past_timeout_is_replaced_while_others_serve(
 
 
 def test_connections_arriving_before_workers_boot_are_queued(database_url: str) -> None:
-    with run_gunicorn(database_url, workers=4, wait=False) as server:
+    with run_gunicorn(database_url, workers=4, wait=False, env=TEST_ENV) as server:
         deadline = time.monotonic() + 60
         while True:
             try:

@@ -12,10 +12,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.load import steady_load
-from tests.support.processes import eventually, run_gunicorn
+from tests.support.processes import TEST_ENV, eventually, steady_load
 from tests.support.system import require_binary
-from tooling.gunicorn import Gunicorn, wait_for
+from tooling.gunicorn import Gunicorn, run_gunicorn, wait_for
 from tooling.metrics import Samples, read_samples
 from tooling.postgres import free_port
 
@@ -46,7 +45,7 @@ async def scrape(server: Gunicorn) -> Samples:
 
 
 async def test_counts_reconcile_exactly_on_every_scrape(database_url: str) -> None:
-    with run_gunicorn(database_url, workers=4) as server:
+    with run_gunicorn(database_url, workers=4, env=TEST_ENV) as server:
         k = 0
         served_by: set[str] = set()
         async with httpx.AsyncClient(base_url=server.url, timeout=5) as http:
@@ -77,7 +76,7 @@ async def test_counts_reconcile_exactly_on_every_scrape(database_url: str) -> No
 async def test_killed_worker_keeps_its_counts_and_drops_its_live_gauges(
     database_url: str,
 ) -> None:
-    with run_gunicorn(database_url, workers=4, env={"DB_POOL_SIZE": "5"}) as server:
+    with run_gunicorn(database_url, workers=4, env={**TEST_ENV, "DB_POOL_SIZE": "5"}) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
             for _ in range(100):
                 await http.get("/users", headers={"Connection": "close"})
@@ -110,7 +109,7 @@ async def test_killed_worker_keeps_its_counts_and_drops_its_live_gauges(
 
 
 async def test_gauges_return_to_zero_when_load_stops(database_url: str) -> None:
-    with run_gunicorn(database_url, workers=4) as server:
+    with run_gunicorn(database_url, workers=4, env=TEST_ENV) as server:
         stop = asyncio.Event()
         load = asyncio.create_task(steady_load(server.url, stop, clients=12))
         await asyncio.sleep(1.5)
@@ -166,7 +165,7 @@ async def test_exposition_is_valid_for_prometheus_and_promtool(
 
 async def test_metrics_directory_stays_bounded_over_many_recyclings(database_url: str) -> None:
     env = {"MAX_REQUESTS": "20", "MAX_REQUESTS_JITTER": "5"}
-    with run_gunicorn(database_url, workers=2, env=env) as server:
+    with run_gunicorn(database_url, workers=2, env=TEST_ENV | env) as server:
         stop = asyncio.Event()
         load = asyncio.create_task(steady_load(server.url, stop, path="/livez", clients=4))
         await eventually(
@@ -189,7 +188,7 @@ async def test_metrics_directory_stays_bounded_over_many_recyclings(database_url
 def test_master_serves_the_aggregate_on_its_own_port(database_url: str) -> None:
     metrics_port = free_port()
     env = {"METRICS_BIND": f"127.0.0.1:{metrics_port}", "METRICS_ENDPOINT": "false"}
-    with run_gunicorn(database_url, workers=2, env=env) as server:
+    with run_gunicorn(database_url, workers=2, env=TEST_ENV | env) as server:
         for _ in range(30):
             httpx.get(server.url + "/livez", headers={"Connection": "close"}, timeout=5)
         assert httpx.get(server.url + "/metrics", timeout=5).status_code == 404

@@ -22,11 +22,11 @@ from service.core.db import build_engine
 from service.core.settings import Settings
 from service.core.urls import plain_dsn
 from tests.support.pgbouncer import PgBouncer, run_pgbouncer
-from tests.support.processes import one_response_from_each_worker, run_gunicorn
-from tests.support.traffic import Client, Crossing, Ledger, crossing_batches, item_journey
+from tests.support.processes import TEST_ENV, one_response_from_each_worker
+from tests.support.traffic import Client, Crossing, Traffic, crossing_batches, item_journey
 from tests.support.traffic import unique_prefix as _unique_prefix
-from tooling.database import fresh_database
-from tooling.gunicorn import wait_for
+from tooling.database import fetch, fresh_database
+from tooling.gunicorn import run_gunicorn, wait_for
 from tooling.metrics import Samples, read_samples
 
 pytestmark = pytest.mark.gunicorn
@@ -68,15 +68,6 @@ def bouncer(postgres_server_url: str) -> Iterator[PgBouncer]:
 
 
 # --- helpers -----------------------------------------------------------------------------
-async def rows(database_url: str, query: str, *args: object) -> list[asyncpg.Record]:
-    """Straight from PostgreSQL, not through PgBouncer."""
-    connection = await asyncpg.connect(plain_dsn(database_url))
-    try:
-        return list(await connection.fetch(query, *args))
-    finally:
-        await connection.close()
-
-
 class ServerConnections:
     """Polls pg_stat_activity: the server connections PgBouncer holds to the database.
 
@@ -136,17 +127,17 @@ def requests_by_route(samples: Samples) -> Counter[tuple[str, str, str]]:
     return counts
 
 
-async def assert_rows_match(database_url: str, prefix: str, ledger: Ledger) -> int:
+async def assert_rows_match(database_url: str, prefix: str, traffic: Traffic) -> int:
     """Every user and item the clients saw committed is in PostgreSQL, with an `added` a
     client was acknowledged; nothing deleted and nothing else under this prefix. Returns
     the item count."""
-    found = await rows(
+    found = await fetch(
         database_url,
         "SELECT u.pubid::text AS owner, i.pubid::text AS pubid, i.added FROM users u "
         "LEFT JOIN items i ON i.user_id = u.id WHERE u.name LIKE $1",
         f"{prefix}-%",
     )
-    writes = ledger.writes
+    writes = traffic.writes
     assert {row["owner"] for row in found} == writes.users_expected
     stored = {row["pubid"]: row for row in found if row["pubid"] is not None}
     expected = {pubid: writes.items_created[pubid] for pubid in writes.items_expected}
@@ -158,7 +149,7 @@ async def assert_rows_match(database_url: str, prefix: str, ledger: Ledger) -> i
 
 async def assert_crossing_settled(database_url: str, crossing: Crossing) -> None:
     """Each group ends as one whole batch (all-or-nothing despite deadlocks and retries)."""
-    found = await rows(
+    found = await fetch(
         database_url,
         "SELECT pubid::text AS pubid, added FROM items WHERE pubid::text = ANY($1)",
         [pubid for group in crossing.groups for pubid in group],
@@ -253,43 +244,43 @@ async def test_four_workers_through_pgbouncer_with_zero_errors(
     bouncer: PgBouncer, database_url: str
 ) -> None:
     prefix = _unique_prefix("pgb4")
-    ledger = Ledger()
-    with run_gunicorn(bouncer.url_for(database_url), workers=4, env=BOUNCED) as server:
+    traffic = Traffic()
+    with run_gunicorn(bouncer.url_for(database_url), workers=4, env=TEST_ENV | BOUNCED) as server:
         # Every worker's pool takes part, whichever workers the load's connections reach.
         first_reads = await one_response_from_each_worker(
             server,
             lambda http: http.get("/users", params={"limit": 1}, headers={"Connection": "close"}),
         )
         for response in first_reads.values():
-            ledger.sent[(server.url, "GET", "/users", response.status_code)] += 1
+            traffic.sent[(server.url, "GET", "/users", response.status_code)] += 1
         async with watching_server_connections(database_url) as servers:
 
             async def client(number: int) -> None:
-                async with Client([server.url], ledger) as one:
+                async with Client([server.url], traffic) as one:
                     for round_no in range(3):
                         await item_journey(one, f"{prefix}-{number}-{round_no}")
 
             results = await asyncio.gather(
                 *(client(number) for number in range(12)),
-                crossing_batches([server.url], ledger, f"{prefix}-x", groups=8, rows=10),
+                crossing_batches([server.url], traffic, f"{prefix}-x", groups=8, rows=10),
             )
         samples = await scrape(server.url)
         log = server.log()
     crossing = results[-1]
-    assert ledger.errors == [], (ledger.errors[:5], bouncer.log()[-2000:])
+    assert traffic.errors == [], (traffic.errors[:5], bouncer.log()[-2000:])
     assert isinstance(crossing, Crossing)
     assert [response.status_code for response in first_reads.values()] == [200] * 4
     assert "Traceback" not in log, log[-3000:]
-    items = await assert_rows_match(database_url, prefix, ledger)
+    items = await assert_rows_match(database_url, prefix, traffic)
     assert items == 12 * 3 * 3 + 8 * 10
     await assert_crossing_settled(database_url, crossing)
-    assert requests_by_route(samples) == ledger.by_route(server.url)
+    assert requests_by_route(samples) == traffic.by_route(server.url)
     opened = sum(samples["db_connections_opened_total"].values())
     retries = sum(samples["db_errors_total"].values())
     print(
-        f"{ledger.total(server.url)} requests, {opened:.0f} client connections opened by "
+        f"{traffic.total(server.url)} requests, {opened:.0f} client connections opened by "
         f"the workers' pools, at most {servers.peak} server connections, "
-        f"{retries:.0f} deadlocks retried; slowest request {ledger.slowest:.1f} s; "
+        f"{retries:.0f} deadlocks retried; slowest request {traffic.slowest:.1f} s; "
         f"other backends seen: {dict(servers.others)}"
     )
     assert 0 < servers.peak <= SERVER_POOL, servers.at_peak
@@ -304,47 +295,47 @@ async def test_two_instances_share_one_database_through_pgbouncer(
     on the other, each step sees the previous one's commit, and each instance's /metrics
     counts exactly what was sent to it."""
     prefix = _unique_prefix("pgb2")
-    ledger = Ledger()
+    traffic = Traffic()
     url = bouncer.url_for(database_url)
     with (
-        run_gunicorn(url, workers=2, env=BOUNCED) as first,
-        run_gunicorn(url, workers=2, env=BOUNCED) as second,
+        run_gunicorn(url, workers=2, env=TEST_ENV | BOUNCED) as first,
+        run_gunicorn(url, workers=2, env=TEST_ENV | BOUNCED) as second,
     ):
         bases = [first.url, second.url]
         async with watching_server_connections(database_url) as servers:
 
             async def client(number: int) -> None:
-                async with Client(bases, ledger, start=number) as one:
+                async with Client(bases, traffic, start=number) as one:
                     for round_no in range(2):
                         await item_journey(one, f"{prefix}-{number}-{round_no}")
 
             results = await asyncio.gather(
                 *(client(number) for number in range(10)),
-                crossing_batches(bases, ledger, f"{prefix}-x", groups=6, rows=8),
+                crossing_batches(bases, traffic, f"{prefix}-x", groups=6, rows=8),
             )
         scraped = {base: await scrape(base) for base in bases}
     crossing = results[-1]
-    assert ledger.errors == [], (ledger.errors[:5], bouncer.log()[-2000:])
+    assert traffic.errors == [], (traffic.errors[:5], bouncer.log()[-2000:])
     assert isinstance(crossing, Crossing)
-    await assert_rows_match(database_url, prefix, ledger)
+    await assert_rows_match(database_url, prefix, traffic)
     await assert_crossing_settled(database_url, crossing)
     assert 0 < servers.peak <= SERVER_POOL, servers.at_peak
     for base, samples in scraped.items():
-        sent = ledger.by_route(base)
+        sent = traffic.by_route(base)
         assert sent, base
         assert requests_by_route(samples) == sent, base
-        assert sum(samples["worker_requests_total"].values()) == ledger.total(base)
+        assert sum(samples["worker_requests_total"].values()) == traffic.total(base)
         logins = {dict(k)["outcome"]: v for k, v in samples["auth_logins_total"].items()}
         assert logins.get("success", 0) == sent[("POST", "/auth/token", "200")]
         assert logins.get("bad_password", 0) == sent[("POST", "/auth/token", "401")]
         assert sum(samples["db_pool_size"].values()) == 2 * 10
-    total_sent = sum(ledger.total(base) for base in scraped)
-    users = sum(ledger.by_route(base)[("POST", "/users", "201")] for base in scraped)
-    assert users == len(ledger.writes.users_created)
+    total_sent = sum(traffic.total(base) for base in scraped)
+    users = sum(traffic.by_route(base)[("POST", "/users", "201")] for base in scraped)
+    assert users == len(traffic.writes.users_created)
     print(
         f"{total_sent} requests over 2 instances "
-        f"({', '.join(str(ledger.total(base)) for base in scraped)}), "
-        f"at most {servers.peak} server connections; slowest request {ledger.slowest:.1f} s; "
+        f"({', '.join(str(traffic.total(base)) for base in scraped)}), "
+        f"at most {servers.peak} server connections; slowest request {traffic.slowest:.1f} s; "
         f"other backends seen: {dict(servers.others)}"
     )
 
@@ -354,13 +345,15 @@ async def test_budget_check_behind_pgbouncer_counts_server_connections_only(
 ) -> None:
     """2 workers whose pools together exceed max_connections: through PgBouncer they are
     client connections sharing its few server connections, so the service must start."""
-    (limit,) = await rows(database_url, "SHOW max_connections")
+    (limit,) = await fetch(database_url, "SHOW max_connections")
     per_worker = int(limit[0]) // 2 + 1
     pool = min(per_worker, 200)
     env = {**BOUNCED, "DB_POOL_SIZE": str(pool), "DB_MAX_OVERFLOW": str(per_worker - pool)}
     with (
         run_pgbouncer(postgres_server_url) as fresh,
-        run_gunicorn(fresh.url_for(database_url), workers=2, env=env, wait=False) as server,
+        run_gunicorn(
+            fresh.url_for(database_url), workers=2, env=TEST_ENV | env, wait=False
+        ) as server,
     ):
         wait_for(
             lambda: server.process.poll() is not None or len(server.booted_pids()) == 2,

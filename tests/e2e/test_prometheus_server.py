@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.processes import one_response_from_each_worker, run_gunicorn
+from tests.support.processes import TEST_ENV, one_response_from_each_worker
 from tests.support.system import require_binary
-from tooling.gunicorn import wait_for
+from tooling.gunicorn import run_gunicorn, wait_for
 from tooling.postgres import free_port
 
 pytestmark = pytest.mark.gunicorn
@@ -35,7 +35,7 @@ def test_prometheus_totals_equal_requests_sent(database_url: str) -> None:
     prometheus = require_binary("prometheus", "prometheus")
     sent = {"/livez": 150, "/users": 90}
     with (
-        run_gunicorn(database_url, workers=4) as server,
+        run_gunicorn(database_url, workers=4, env=TEST_ENV) as server,
         tempfile.TemporaryDirectory() as scratch,
     ):
         config = Path(scratch) / "prometheus.yml"

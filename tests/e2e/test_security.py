@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from tests.support.api import signup, unique_name
-from tests.support.processes import run_gunicorn
-from tooling.gunicorn import Gunicorn
+from tests.support.processes import TEST_ENV
+from tooling.gunicorn import Gunicorn, run_gunicorn
 
 pytestmark = pytest.mark.gunicorn
 
@@ -20,7 +20,7 @@ PRODUCTION = {"ENVIRONMENT": "production", "JWT_SECRET_KEY": "p" * 48}
 
 async def test_production_hides_docs_and_never_leaks_tracebacks(database_url: str) -> None:
     env = {**PRODUCTION, "APP_MODULE": "tests.support.faulty_app:create_app()"}
-    with run_gunicorn(database_url, workers=2, env=env) as server:
+    with run_gunicorn(database_url, workers=2, env=TEST_ENV | env) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=5) as http:
             for path in ["/docs", "/redoc", "/openapi.json"]:
                 assert (await http.get(path)).status_code == 404, path
@@ -61,7 +61,7 @@ async def test_login_timing_does_not_reveal_whether_a_user_exists(database_url: 
     """Cost-10 bcrypt (~60 ms): without the dummy hash an unknown user would answer in
     ~2 ms. Compare medians of interleaved attempts; noise on a shared machine stays well
     inside the bounds, a missing dummy hash falls far outside them."""
-    with run_gunicorn(database_url, workers=2, env={"BCRYPT_ROUNDS": "10"}) as server:
+    with run_gunicorn(database_url, workers=2, env={**TEST_ENV, "BCRYPT_ROUNDS": "10"}) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
             account = await signup(http)
             samples: dict[str, list[float]] = {"wrong_password": [], "unknown_user": []}

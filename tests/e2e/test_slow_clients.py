@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from tests.support.processes import run_gunicorn
-from tooling.gunicorn import Gunicorn
+from tests.support.processes import TEST_ENV
+from tooling.gunicorn import Gunicorn, run_gunicorn
 
 pytestmark = pytest.mark.gunicorn
 
@@ -107,7 +107,7 @@ def slow_client_server(database_url: str) -> Iterator[Gunicorn]:
         # Above the slow clients, so this test sees the header deadline, not the limit.
         "LIMIT_CONCURRENCY": str(2 * SLOW_CLIENTS),
     }
-    with run_gunicorn(database_url, workers=2, env=env) as server:
+    with run_gunicorn(database_url, workers=2, env=TEST_ENV | env) as server:
         yield server
 
 
@@ -185,7 +185,7 @@ async def test_idle_keep_alive_connection_is_closed_after_keepalive(
 
 def test_connections_past_the_limit_get_a_json_503(database_url: str) -> None:
     env = {"LIMIT_CONCURRENCY": "20", "HEADER_TIMEOUT": "60"}
-    with run_gunicorn(database_url, workers=1, env=env) as server:
+    with run_gunicorn(database_url, workers=1, env=TEST_ENV | env) as server:
         holders = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(20)]
         try:
             with httpx.Client(base_url=server.url, timeout=10) as http:

@@ -11,11 +11,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support.api import unique_name
-from tests.support.processes import run_gunicorn
-from tests.support.throttle import WRONG_PASSWORD, attempt, fresh_address, room_in_window
+from tests.support.api import WRONG_PASSWORD, attempt, fresh_address, room_in_window, unique_name
+from tests.support.processes import TEST_ENV
 from tooling.database import fetch
-from tooling.gunicorn import Gunicorn
+from tooling.gunicorn import Gunicorn, run_gunicorn
 from tooling.metrics import metric_sum
 
 pytestmark = pytest.mark.gunicorn
@@ -29,8 +28,8 @@ RESEND_ROUNDS = 20
 def two_instances(database_url: str) -> Iterator[tuple[Gunicorn, Gunicorn]]:
     env = {"LOGIN_FAILURES_PER_ADDRESS": str(ADDRESS_LIMIT)}  # the default, not the suite's
     with (
-        run_gunicorn(database_url, workers=4, env=env) as first,
-        run_gunicorn(database_url, workers=4, env=env) as second,
+        run_gunicorn(database_url, workers=4, env=TEST_ENV | env) as first,
+        run_gunicorn(database_url, workers=4, env=TEST_ENV | env) as second,
     ):
         yield first, second
 
@@ -117,7 +116,7 @@ async def test_forwarded_for_counts_only_from_a_trusted_proxy(database_url: str)
     await room_in_window()
     env = {"FORWARDED_ALLOW_IPS": "192.0.2.1", "LOGIN_FAILURES_PER_ADDRESS": str(ADDRESS_LIMIT)}
     name = unique_name("xff")
-    with run_gunicorn(database_url, workers=2, env=env) as untrusting:
+    with run_gunicorn(database_url, workers=2, env=TEST_ENV | env) as untrusting:
         async with httpx.AsyncClient(base_url=untrusting.url, timeout=10) as http:
             claimed = [
                 (await attempt(http, name, WRONG_PASSWORD, fresh_address())).status_code

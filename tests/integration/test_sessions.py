@@ -14,8 +14,7 @@ from service.app import create_app
 from service.auth.cleanup import clean_once
 from service.core.db import Database
 from tests.conftest import make_settings
-from tests.support.api import Account, signup, unique_name
-from tests.support.throttle import room_in_window
+from tests.support.api import Account, room_in_window, signup, unique_name
 from tooling.database import fetch
 from tooling.metrics import metric_sum
 

@@ -7,8 +7,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.api import add_item, signup, unique_name
-from tests.support.contract import body_validator, openapi_of
+from tests.support.api import add_item, body_validator, openapi_of, signup, unique_name
 
 # (value of `added`, does the schema allow it)
 TIMESTAMPS: list[tuple[Any, bool]] = [

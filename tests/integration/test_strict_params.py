@@ -6,8 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.support.api import add_item, signup
-from tests.support.contract import openapi_of
+from tests.support.api import add_item, openapi_of, signup
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,7 @@ from fastapi import FastAPI
 from service.app import create_app
 from service.core.settings import Settings
 from tests.conftest import make_settings
-from tests.support.api import signup, unique_name
-from tests.support.throttle import WRONG_PASSWORD, fresh_address, room_in_window
+from tests.support.api import WRONG_PASSWORD, fresh_address, room_in_window, signup, unique_name
 from tooling.database import fetch
 from tooling.metrics import metric_sum
 

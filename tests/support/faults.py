@@ -2,45 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from contextlib import contextmanager
 from pathlib import Path
 
-from tooling.database import migrate, with_database
+from tooling.database import migrate
 from tooling.postgres import EmbeddedPostgres
 from tooling.processes import children_of
-
-
-@dataclass
-class OwnPostgres:
-    server: EmbeddedPostgres
-    database_url: str
-
-    def log(self) -> str:
-        return self.server.log_file.read_text(errors="replace")
-
-    def processes(self) -> list[int]:
-        postmaster = self.server.postmaster_pid()
-        assert postmaster is not None
-        return [postmaster, *children_of(postmaster)]
-
-    def freeze(self) -> list[int]:
-        """SIGSTOP the postmaster and every backend: a database that hangs, not one that
-        refuses."""
-        frozen = self.processes()
-        for pid in frozen:
-            os.kill(pid, signal.SIGSTOP)
-        return frozen
-
-    @staticmethod
-    def thaw(frozen: list[int]) -> None:
-        for pid in frozen:
-            with suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
 
 
 @contextmanager
@@ -55,12 +24,20 @@ def postgres_scratch() -> Iterator[Path]:
 
 
 @contextmanager
-def own_postgres(data_dir: Path, **settings: str) -> Iterator[OwnPostgres]:
-    server = EmbeddedPostgres(data_dir, extra_settings=settings, log=lambda _: None)
-    url = server.start()
-    try:
-        database_url = with_database(url, "postgres")
-        migrate(database_url)
-        yield OwnPostgres(server, database_url)
-    finally:
-        server.destroy()
+def own_postgres() -> Iterator[EmbeddedPostgres]:
+    """An embedded server whose `postgres` database is migrated, destroyed afterwards."""
+    with postgres_scratch() as scratch:
+        server = EmbeddedPostgres(scratch / "pg", log=lambda _: None)
+        try:
+            migrate(server.start())
+            yield server
+        finally:
+            server.destroy()
+
+
+def server_processes(server: EmbeddedPostgres) -> list[int]:
+    """The postmaster and its backends: SIGSTOP them for a database that hangs rather than
+    refuses."""
+    postmaster = server.postmaster_pid()
+    assert postmaster is not None
+    return [postmaster, *children_of(postmaster)]

@@ -12,9 +12,9 @@ from typing import Any
 import yaml  # type: ignore[import-untyped]  # PyYAML: locked via uvicorn[standard]
 
 from tests.support.pgbouncer import read_repo_config
+from tooling.postgres import PROJECT_ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
-KUBERNETES = ROOT / "deploy" / "kubernetes"
+KUBERNETES = PROJECT_ROOT / "deploy" / "kubernetes"
 OVERLAYS = sorted(path.name for path in (KUBERNETES / "overlays").iterdir())
 Object = dict[str, Any]
 

