@@ -165,11 +165,10 @@ class ApiUser(FastHttpUser):
                 return checks.detail_problem(body, contains="taken")
             return checks.user_problem(body, name=name, fullname=fullname)
 
-        initial_items = [f"item-{n}" for n in range(items)]
-        payload = dict(name=name, password=PASSWORD, fullname=fullname, initial_items=initial_items)
-        body = self.call(
-            "POST", "/users", expect=(201, 409) if taken_ok else (201,), json=payload, check=check
-        )
+        json: dict[str, Any] = {"name": name, "password": PASSWORD, "fullname": fullname}
+        json["initial_items"] = [f"item-{n}" for n in range(items)]
+        expect = (201, 409) if taken_ok else (201,)
+        body = self.call("POST", "/users", expect=expect, json=json, check=check)
         if body is None:
             return None
         account = Account(name, pubid=body.get("pubid", ""))
