@@ -1,14 +1,12 @@
 """Pass/fail gates for a headless run: failure ratio, p95/p99 per scenario, minimum throughput.
 
-Pure code (no Locust import): the Locust side turns its statistics into `RunFigures`, this
-module says which gates were breached, and the verdict is written as JSON for the proof.
-"""
+Pure code (no Locust import): the Locust side sums its statistics up in a figures dict
+(requests, failures, exceptions, rps, and per scenario requests, failures, p50_ms, p95_ms,
+p99_ms, max_ms), this module says which gates were breached; the proof checks its own options
+with it."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 SCENARIOS = ("browse", "write", "signup", "contention", "polling", "abuse")
@@ -22,93 +20,47 @@ class SpecError(ValueError):
     """A malformed `key=value,...` option; the message says which part."""
 
 
-def parse_spec(text: str, *, keys: tuple[str, ...] = SCENARIOS) -> dict[str, float]:
+def parse_spec(text: str) -> dict[str, float]:
     """'default=1000,signup=3000' -> {'default': 1000.0, 'signup': 3000.0}."""
+    keys = ("default", *SCENARIOS)
     result: dict[str, float] = {}
     for part in filter(None, (chunk.strip() for chunk in text.split(","))):
         key, sep, raw = part.partition("=")
         key = key.strip().lower()
-        if not sep or (key not in keys and key != "default"):
-            allowed = ", ".join(("default", *keys))
-            raise SpecError(f"{part!r}: expected KEY=NUMBER with KEY one of {allowed}")
+        if not sep or key not in keys:
+            raise SpecError(f"{part!r}: expected KEY=NUMBER with KEY one of {', '.join(keys)}")
         try:
-            value = float(raw)
+            result[key] = float(raw)
         except ValueError:
             raise SpecError(f"{part!r}: {raw.strip()!r} is not a number") from None
-        if value < 0:
+        if result[key] < 0:
             raise SpecError(f"{part!r}: must not be negative")
-        result[key] = value
     return result
 
 
-def limit_for(spec: dict[str, float], scenario: str) -> float | None:
-    return spec.get(scenario, spec.get("default"))
+def limit(gates: dict[str, Any], gate: str, scenario: str) -> float | None:
+    """A scenario's p95_ms or p99_ms limit: its own, else the default, else none."""
+    spec = gates[gate]
+    return spec.get(scenario, spec.get("default"))  # type: ignore[no-any-return]
 
 
-@dataclass(frozen=True)
-class ScenarioFigures:
-    requests: int
-    failures: int
-    p50_ms: float
-    p95_ms: float
-    p99_ms: float
-    max_ms: float
-
-
-@dataclass(frozen=True)
-class RunFigures:
-    requests: int
-    failures: int
-    exceptions: int
-    rps: float
-    scenarios: dict[str, ScenarioFigures] = field(default_factory=dict)
-
-    @property
-    def fail_ratio(self) -> float:
-        return self.failures / self.requests if self.requests else 0.0
-
-
-@dataclass(frozen=True)
-class Gates:
-    max_fail_ratio: float = 0.0
-    p95_ms: dict[str, float] = field(default_factory=lambda: parse_spec(DEFAULT_P95_MS))
-    p99_ms: dict[str, float] = field(default_factory=lambda: parse_spec(DEFAULT_P99_MS))
-    min_rps: float = 0.0
-
-
-def breaches(figures: RunFigures, gates: Gates) -> list[str]:
-    """Each breached gate, as one line a person can act on. Empty: every gate held."""
-    found: list[str] = []
-    if figures.requests == 0:
-        found.append("no requests were made")
-    if figures.fail_ratio > gates.max_fail_ratio:
+def breaches(figures: dict[str, Any], gates: dict[str, Any]) -> list[str]:
+    """Each breached gate, as one line a person can act on. Empty: every gate held. `gates`:
+    max_fail_ratio, p95_ms and p99_ms (parsed specs), min_rps (0: none)."""
+    requests, failures, rps = figures["requests"], figures["failures"], figures["rps"]
+    ratio = failures / requests if requests else 0.0
+    found = ["no requests were made"] if not requests else []
+    if ratio > gates["max_fail_ratio"]:
         found.append(
-            f"failure ratio {figures.fail_ratio:.4f} ({figures.failures} of {figures.requests})"
-            f" > {gates.max_fail_ratio:g}"
+            f"failure ratio {ratio:.4f} ({failures} of {requests}) > {gates['max_fail_ratio']:g}"
         )
-    if figures.exceptions:
-        found.append(f"{figures.exceptions} exception(s) raised in scenario code")
-    if gates.min_rps and figures.rps < gates.min_rps:
-        found.append(f"throughput {figures.rps:.1f} req/s < minimum {gates.min_rps:g}")
-    for name, scenario in sorted(figures.scenarios.items()):
-        for label, value, spec in (
-            ("p95", scenario.p95_ms, gates.p95_ms),
-            ("p99", scenario.p99_ms, gates.p99_ms),
-        ):
-            limit = limit_for(spec, name)
-            if limit is not None and value > limit:
-                found.append(f"{name}: {label} {value:.0f} ms > {limit:g} ms")
-    return found
-
-
-def write_verdict(path: Path, figures: RunFigures, gates: Gates) -> list[str]:
-    found = breaches(figures, gates)
-    payload: dict[str, Any] = {
-        "passed": not found,
-        "breaches": found,
-        "figures": asdict(figures) | {"fail_ratio": figures.fail_ratio},
-        "gates": asdict(gates),
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, sort_keys=True), encoding="utf-8")
+    if figures["exceptions"]:
+        found.append(f"{figures['exceptions']} exception(s) raised in scenario code")
+    if gates["min_rps"] and rps < gates["min_rps"]:
+        found.append(f"throughput {rps:.1f} req/s < minimum {gates['min_rps']:g}")
+    for name, scenario in sorted(figures["scenarios"].items()):
+        for gate in ("p95_ms", "p99_ms"):
+            value, most = scenario[gate], limit(gates, gate, name)
+            if most is not None and value > most:
+                found.append(f"{name}: {gate[:3]} {value:.0f} ms > {most:g} ms")
     return found

@@ -1,12 +1,14 @@
-"""Locust event hooks: latency per scenario (merged across distributed workers), the
-ledger, the drain that makes a distributed run's counts exact, and the gates that set the
-exit code. Options and scenario selection live in locust_options.
+"""Locust event hooks (registered on import): our options, which user classes run (--mix,
+--tags), latency per scenario (merged across distributed workers), the ledger's per-process
+summary, the drain that makes a distributed run's counts exact, and the gates that set the
+exit code.
 
 Imported by the locustfile only (it imports locust, hence gevent's monkey-patching)."""
 
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 import time
@@ -21,8 +23,7 @@ from locust.runners import MasterRunner, Runner, WorkerRunner
 from locust.stats import PERCENTILES_TO_REPORT, RequestStats, StatsCSV, StatsEntry
 
 from loadtests import gates
-from loadtests.locust_options import add_arguments, select_user_classes
-from loadtests.scenarios.base import STATE
+from loadtests.base import STATE
 from tooling.ledger import LedgerWriter
 
 logger = logging.getLogger("loadtests")
@@ -31,39 +32,89 @@ SCENARIO_STATS = RequestStats(use_response_times_cache=False)
 REPORT_KEY = "loadtest_scenarios"
 DRAIN, DRAINED = "loadtest:drain", "loadtest:drained"
 DRAIN_GRACE_SECONDS = 15.0
-_drain: dict[str, Any] = {"started": False, "done": set()}
+_drained: set[str] = set()
+_draining: list[bool] = []
+
+
+def add_arguments(parser: Any) -> None:
+    group = parser.add_argument_group("loadtests (gates, scenarios, ledger)")
+    group.add_argument(
+        "--mix",
+        default="",
+        help="Scenario weights, e.g. browse=3,write=2,signup=1,contention=2,polling=1 "
+        f"(scenarios: {', '.join(gates.SCENARIOS)}; those left out do not run)",
+    )
+    group.add_argument("--max-fail-ratio", type=float, default=0.0)
+    group.add_argument(
+        "--p95-ms",
+        default=gates.DEFAULT_P95_MS,
+        help="p95 latency gate per scenario, ms (default=N applies to the others)",
+    )
+    group.add_argument("--p99-ms", default=gates.DEFAULT_P99_MS)
+    group.add_argument("--min-rps", type=float, default=0.0)
+    group.add_argument("--gates-file", default="", help="write the gates' verdict here (JSON)")
+    group.add_argument("--ledger-dir", default="", help="record acknowledged writes here")
+    group.add_argument(
+        "--run-id",
+        default=os.urandom(4).hex(),
+        help="names the shared contention accounts (a master forwards its own)",
+    )
+
+
+def on_init(environment: Environment, runner: Runner, **_: Any) -> None:
+    options = environment.parsed_options
+    assert options is not None
+    # Fail fast on a bad gate spec, before any load is sent.
+    gates.parse_spec(options.p95_ms)
+    gates.parse_spec(options.p99_ms)
+    if isinstance(runner, WorkerRunner):
+        runner.register_message(DRAIN, on_drain, concurrent=True)
+    else:
+        select_user_classes(environment)
+    if isinstance(runner, MasterRunner):
+        runner.register_message(DRAINED, lambda msg, **_: _drained.add(msg.node_id))
+    elif options.ledger_dir:
+        STATE.ledger = LedgerWriter(Path(options.ledger_dir))
+
+
+def select_user_classes(environment: Environment) -> None:
+    """Apply --mix weights and drop classes that --tags/--exclude-tags leave without tasks
+    (Locust would otherwise spawn them and fail)."""
+    options: Any = environment.parsed_options
+    mix = gates.parse_spec(options.mix)
+    include, exclude = set(options.tags or ()), set(options.exclude_tags or ())
+    kept = []
+    for user_class in environment.user_classes:
+        if mix:
+            weight = mix.get(getattr(user_class, "scenario", ""), 0)
+            user_class.weight = round(weight * getattr(user_class, "weight_factor", 1))
+        tag_sets = [set(getattr(task, "locust_tag_set", ())) for task in user_class.tasks]
+        if user_class.weight > 0 and any(
+            (not include or tags & include) and not tags & exclude for tags in tag_sets
+        ):
+            kept.append(user_class)
+    if not kept:
+        raise ValueError("no user class left to run: check --mix, --tags and the class names")
+    environment.user_classes[:] = kept
+    logger.info("scenarios: %s", ", ".join(f"{c.__name__}={c.weight}" for c in kept))
 
 
 def on_request(
-    *,
-    request_type: str,
-    name: str,
-    response_time: float | None,
-    response_length: int,
-    response: Any = None,
-    context: dict[str, Any] | None = None,
-    exception: Any = None,
-    **_: Any,
+    request_type: str, name: str, response: Any, context: dict[str, Any], **request: Any
 ) -> None:
     STATE.requests[f"{request_type} {name}"] += 1
     if name == "/auth/token" and getattr(response, "status_code", None) == 429:
         STATE.throttled_logins += 1
     headers = getattr(response, "headers", None)
-    worker = headers.get("x-worker-id") if headers else None
-    STATE.worker_pids[str(worker or "none")] += 1
-    scenario = (context or {}).get("scenario") or "other"
-    entry = SCENARIO_STATS.get(scenario, "")
-    entry.log(round(response_time or 0), response_length)
-    if exception is not None:
-        entry.log_error(exception)
+    STATE.worker_pids[str((headers and headers.get("x-worker-id")) or "none")] += 1
+    entry = SCENARIO_STATS.get(context.get("scenario") or "other", "")
+    entry.log(round(request["response_time"] or 0), request["response_length"])
+    if request["exception"] is not None:
+        entry.log_error(request["exception"])
 
 
 def on_report_to_master(client_id: str, data: dict[str, Any]) -> None:
-    data[REPORT_KEY] = [
-        entry.get_stripped_report()
-        for entry in SCENARIO_STATS.entries.values()
-        if entry.num_requests or entry.num_failures
-    ]
+    data[REPORT_KEY] = SCENARIO_STATS.serialize_stats()
 
 
 def on_worker_report(client_id: str, data: dict[str, Any]) -> None:
@@ -82,23 +133,19 @@ def on_drain(environment: Environment, msg: Any, **_: Any) -> None:
     runner.send_message(DRAINED, {"pid": os.getpid()})
 
 
-def on_drained(environment: Environment, msg: Any, **_: Any) -> None:
-    _drain["done"].add(msg.node_id)
-
-
 def on_test_stopping(environment: Environment, **_: Any) -> None:
     """Master: Locust's own quit sends "quit" and waits 0.5 s for final reports, which
     loses the last seconds of any worker whose users take longer to stop. Drain first."""
     runner = environment.runner
-    if not isinstance(runner, MasterRunner) or _drain["started"]:
+    if not isinstance(runner, MasterRunner) or _draining:
         return
-    _drain["started"] = True
+    _draining.append(True)
     clients = {client.id for client in runner.clients.all}
     runner.send_message(DRAIN)
     deadline = time.monotonic() + float(environment.stop_timeout or 0) + DRAIN_GRACE_SECONDS
-    while not clients <= _drain["done"] and time.monotonic() < deadline:
+    while not clients <= _drained and time.monotonic() < deadline:
         gevent.sleep(0.1)
-    if missing := clients - _drain["done"]:
+    if missing := clients - _drained:
         logger.error("workers that did not drain in time: %s", ", ".join(sorted(missing)))
     else:
         logger.info("all %d workers drained", len(clients))
@@ -119,63 +166,45 @@ def on_test_stop(environment: Environment, **_: Any) -> None:
     STATE.worker_pids.clear()
 
 
-def run_figures(environment: Environment, runner: Runner) -> gates.RunFigures:
-    total = environment.stats.total
-    scenarios = {
-        entry.name: gates.ScenarioFigures(
-            requests=entry.num_requests,
-            failures=entry.num_failures,
-            p50_ms=float(entry.get_response_time_percentile(0.5) or 0),
-            p95_ms=float(entry.get_response_time_percentile(0.95) or 0),
-            p99_ms=float(entry.get_response_time_percentile(0.99) or 0),
-            max_ms=float(entry.max_response_time or 0),
-        )
-        for entry in SCENARIO_STATS.entries.values()
-        if entry.num_requests
-    }
-    return gates.RunFigures(
-        requests=total.num_requests,
-        failures=total.num_failures,
-        exceptions=sum(int(e.get("count", 1)) for e in runner.exceptions.values()),
-        rps=float(total.total_rps or 0),
-        scenarios=scenarios,
-    )
-
-
-def rewrite_stats_csv(environment: Environment, prefix: str) -> None:
-    """Locust rewrites <prefix>_stats.csv once a second and not at exit, so the file can miss
-    the last second (and everything counted while users stopped). Write the final totals."""
-    with open(f"{prefix}_stats.csv", "w", newline="", encoding="utf-8") as handle:
-        StatsCSV(environment, PERCENTILES_TO_REPORT).requests_csv(csv.writer(handle))
+def _scenario_figures(entry: StatsEntry) -> dict[str, float]:
+    figures: dict[str, float] = {"requests": entry.num_requests, "failures": entry.num_failures}
+    for percent in (50, 95, 99):
+        figures[f"p{percent}_ms"] = float(entry.get_response_time_percentile(percent / 100) or 0)
+    return figures | {"max_ms": float(entry.max_response_time or 0)}
 
 
 def on_quitting(environment: Environment, **_: Any) -> None:
-    runner = environment.runner
-    options = environment.parsed_options
+    runner, options = environment.runner, environment.parsed_options
     if runner is None or isinstance(runner, WorkerRunner) or options is None:
         return
-    limits = gates.Gates(
-        max_fail_ratio=options.max_fail_ratio,
-        p95_ms=gates.parse_spec(options.p95_ms),
-        p99_ms=gates.parse_spec(options.p99_ms),
-        min_rps=options.min_rps,
-    )
-    figures = run_figures(environment, runner)
-    if getattr(options, "csv_prefix", None):
-        rewrite_stats_csv(environment, options.csv_prefix)
+    total = environment.stats.total
+    scenarios = SCENARIO_STATS.entries.values()
+    figures: dict[str, Any] = {
+        "requests": total.num_requests,
+        "failures": total.num_failures,
+        "fail_ratio": total.fail_ratio,
+        "exceptions": sum(int(e.get("count", 1)) for e in runner.exceptions.values()),
+        "rps": float(total.total_rps or 0),
+        "scenarios": {e.name: _scenario_figures(e) for e in scenarios if e.num_requests},
+    }
+    limits = {
+        "max_fail_ratio": options.max_fail_ratio,
+        "p95_ms": gates.parse_spec(options.p95_ms),
+        "p99_ms": gates.parse_spec(options.p99_ms),
+        "min_rps": options.min_rps,
+    }
+    found = gates.breaches(figures, limits)
+    if options.csv_prefix:
+        # Locust rewrites this file once a second, not at exit: it may miss the last second.
+        with open(f"{options.csv_prefix}_stats.csv", "w", newline="", encoding="utf-8") as out:
+            StatsCSV(environment, PERCENTILES_TO_REPORT).requests_csv(csv.writer(out))
     if options.gates_file:
-        found = gates.write_verdict(Path(options.gates_file), figures, limits)
-    else:
-        found = gates.breaches(figures, limits)
-    for name, scenario in sorted(figures.scenarios.items()):
+        verdict = {"passed": not found, "breaches": found, "figures": figures, "gates": limits}
+        Path(options.gates_file).write_text(json.dumps(verdict, indent=2), encoding="utf-8")
+    for name, f in sorted(figures["scenarios"].items()):
         logger.info(
             "scenario %-10s %6d requests %4d failures  p50 %5.0f  p95 %5.0f  p99 %5.0f ms",
-            name,
-            scenario.requests,
-            scenario.failures,
-            scenario.p50_ms,
-            scenario.p95_ms,
-            scenario.p99_ms,
+            *(name, f["requests"], f["failures"], f["p50_ms"], f["p95_ms"], f["p99_ms"]),
         )
     for breach in found:
         logger.error("GATE BREACHED: %s", breach)
@@ -183,32 +212,15 @@ def on_quitting(environment: Environment, **_: Any) -> None:
     environment.process_exit_code = 1 if found else 0
 
 
-def on_init(environment: Environment, runner: Runner, **_: Any) -> None:
-    options = environment.parsed_options
-    if options is not None:
-        # Fail fast on a bad gate spec, before any load is sent.
-        gates.parse_spec(options.p95_ms)
-        gates.parse_spec(options.p99_ms)
-    if not isinstance(runner, WorkerRunner):
-        select_user_classes(environment)
-    if options is not None and options.ledger_dir and not isinstance(runner, MasterRunner):
-        STATE.ledger = LedgerWriter(Path(options.ledger_dir))
-    if isinstance(runner, WorkerRunner):
-        runner.register_message(DRAIN, on_drain, concurrent=True)
-    if isinstance(runner, MasterRunner):
-        runner.register_message(DRAINED, on_drained)
-
-
-def install() -> None:
-    hooks: list[tuple[Any, Callable[..., None]]] = [
-        (events.init_command_line_parser, add_arguments),
-        (events.init, on_init),
-        (events.request, on_request),
-        (events.report_to_master, on_report_to_master),
-        (events.worker_report, on_worker_report),
-        (events.test_stopping, on_test_stopping),
-        (events.test_stop, on_test_stop),
-        (events.quitting, on_quitting),
-    ]
-    for hook, listener in hooks:
-        hook.add_listener(listener)
+HOOKS: list[tuple[Any, Callable[..., None]]] = [
+    (events.init_command_line_parser, add_arguments),
+    (events.init, on_init),
+    (events.request, on_request),
+    (events.report_to_master, on_report_to_master),
+    (events.worker_report, on_worker_report),
+    (events.test_stopping, on_test_stopping),
+    (events.test_stop, on_test_stop),
+    (events.quitting, on_quitting),
+]
+for hook, listener in HOOKS:
+    hook.add_listener(listener)

@@ -1,24 +1,35 @@
-"""The proof's report: report.md (tables and plots) and summary.json, in the run's directory."""
+"""The proof's report: report.md (tables and plots) and summary.json in the run's directory,
+and the summary printed at the end. The plots are matplotlib's, rendered to PNG without a
+display."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sized
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+
+from loadtests import gates, reconcile
 from loadtests.reconcile import Check, RouteRow, WorkerRow
 from tooling.ledger import Ledger
+from tooling.metrics import Snapshot
 
 
 @dataclass
 class ProofResult:
     setup: dict[str, str]
-    checks: list[Check] = field(default_factory=list)
+    checks: list[Check]
+    ledger: Ledger
+    verdict: dict[str, Any]  # Locust's gates.json
     routes: list[RouteRow] = field(default_factory=list)
     workers: list[WorkerRow] = field(default_factory=list)
-    verdict: dict[str, Any] = field(default_factory=dict)  # Locust's gates.json
-    ledger: Ledger | None = None
     plots: list[str] = field(default_factory=list)
 
     @property
@@ -28,27 +39,25 @@ class ProofResult:
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return [*lines, ""]
+    return [*lines, *("| " + " | ".join(row) + " |" for row in rows), ""]
 
 
 def _scenario_rows(verdict: dict[str, Any]) -> list[list[str]]:
-    figures = verdict.get("figures", {})
-    limits = verdict.get("gates", {})
-    rows = []
-    for name, s in sorted(figures.get("scenarios", {}).items()):
-        p95 = limits.get("p95_ms", {}).get(name, limits.get("p95_ms", {}).get("default"))
-        p99 = limits.get("p99_ms", {}).get(name, limits.get("p99_ms", {}).get("default"))
-        rows.append([
-            name, str(s["requests"]), str(s["failures"]), f"{s['p50_ms']:.0f}",
-            f"{s['p95_ms']:.0f} (≤ {p95:g})" if p95 is not None else f"{s['p95_ms']:.0f}",
-            f"{s['p99_ms']:.0f} (≤ {p99:g})" if p99 is not None else f"{s['p99_ms']:.0f}",
-            f"{s['max_ms']:.0f}",
-        ])  # fmt: skip
-    return rows
+    def gated(figures: dict[str, float], gate: str, name: str) -> str:
+        most = gates.limit(verdict["gates"], gate, name)
+        return f"{figures[gate]:.0f}" + (f" (≤ {most:g})" if most is not None else "")
+
+    return [
+        [
+            *(name, str(s["requests"]), str(s["failures"]), f"{s['p50_ms']:.0f}"),
+            *(gated(s, "p95_ms", name), gated(s, "p99_ms", name), f"{s['max_ms']:.0f}"),
+        ]
+        for name, s in sorted(verdict["figures"]["scenarios"].items())
+    ]
 
 
 def markdown(result: ProofResult) -> str:
+    ledger, verdict = result.ledger, result.verdict
     lines = [f"# Concurrency proof: {'PASS' if result.passed else 'FAIL'}", ""]
     lines += _table(["Setting", "Value"], [[k, v] for k, v in result.setup.items()])
     lines += ["## Checks", ""]
@@ -60,7 +69,13 @@ def markdown(result: ProofResult) -> str:
     lines += _table(
         ["Method", "Route", "Locust", "Server", ""],
         [
-            [r.method, f"`{r.route}`", str(r.locust), str(r.server), "ok" if r.matches else "≠"]
+            [
+                r.method,
+                f"`{r.route}`",
+                str(r.locust),
+                str(r.server),
+                "ok" if r.locust == r.server else "≠",
+            ]
             for r in result.routes
         ],
     )
@@ -70,35 +85,28 @@ def markdown(result: ProofResult) -> str:
         ["Worker slot", "Requests", "Share"],
         [[w.slot, str(w.requests), f"{w.share:.1%}"] for w in result.workers],
     )
-    if result.verdict:
-        figures = result.verdict.get("figures", {})
+    if verdict:
         lines += ["## Latency per scenario (ms) and gates", ""]
-        lines += _table(
-            ["Scenario", "Requests", "Failures", "p50", "p95", "p99", "max"],
-            _scenario_rows(result.verdict),
-        )
+        header = ["Scenario", "Requests", "Failures", "p50", "p95", "p99", "max"]
+        lines += _table(header, _scenario_rows(verdict))
+        held = "held" if verdict["passed"] else "BREACHED: " + "; ".join(verdict["breaches"])
+        figures = verdict["figures"]
         lines += [
-            f"Throughput {figures.get('rps', 0):.1f} req/s; failure ratio "
-            f"{figures.get('fail_ratio', 0):.4f}; gates "
-            f"{'held' if result.verdict.get('passed') else 'BREACHED: '}"
-            + "; ".join(result.verdict.get("breaches", [])),
+            f"Throughput {figures['rps']:.1f} req/s; failure ratio {figures['fail_ratio']:.4f}; "
+            f"gates {held}",
             "",
         ]
-    if result.ledger is not None:
-        ledger = result.ledger
-        lines += ["## What Locust created and deleted", ""]
-        lines += _table(
-            ["Resource", "Created (201)", "Deleted (204)", "Should exist now"],
-            [
-                ["users", str(len(ledger.users_created)), str(len(ledger.users_deleted)),
-                 str(len(ledger.users_expected))],
-                ["items (POST /items)", str(len(ledger.items_created)),
-                 str(len(ledger.items_deleted)), str(len(ledger.items_expected))],
-            ],
-        )  # fmt: skip
+    created: list[tuple[str, Sized, Sized, Sized]] = [
+        ("users", ledger.users_created, ledger.users_deleted, ledger.users_expected),
+        ("items (POST /items)", ledger.items_created, ledger.items_deleted, ledger.items_expected),
+    ]
+    lines += ["## What Locust created and deleted", ""]
+    lines += _table(
+        ["Resource", "Created (201)", "Deleted (204)", "Should exist now"],
+        [[name, *(str(len(rows)) for rows in sets)] for name, *sets in created],
+    )
     if result.plots:
-        lines += ["## Plots", ""]
-        lines += [f"![{name}]({name})" for name in result.plots] + [""]
+        lines += ["## Plots", "", *(f"![{name}]({name})" for name in result.plots), ""]
     lines += [
         "Locust's own reports (latency and throughput over time, per request): "
         "[locust.html](locust.html), `locust_stats.csv`, "
@@ -108,9 +116,10 @@ def markdown(result: ProofResult) -> str:
     return "\n".join(lines)
 
 
-def write(result: ProofResult, out_dir: Path) -> Path:
-    path = out_dir / "report.md"
-    path.write_text(markdown(result), encoding="utf-8")
+def write(result: ProofResult, out_dir: Path, say: Callable[[str], None]) -> None:
+    """report.md and summary.json in `out_dir`, and the summary printed through `say`."""
+    (out_dir / "report.md").write_text(markdown(result), encoding="utf-8")
+    ledger = result.ledger
     summary = {
         "passed": result.passed,
         "setup": result.setup,
@@ -119,14 +128,61 @@ def write(result: ProofResult, out_dir: Path) -> Path:
         "workers": [asdict(row) for row in result.workers],
         "gates": result.verdict,
         "created": {
-            "users": len(result.ledger.users_created) if result.ledger else 0,
-            "users_deleted": len(result.ledger.users_deleted) if result.ledger else 0,
-            "items": len(result.ledger.items_created) if result.ledger else 0,
-            "items_deleted": len(result.ledger.items_deleted) if result.ledger else 0,
-            "hot_writes": sum(len(v) for v in result.ledger.hot_values.values())
-            if result.ledger
-            else 0,
+            "users": len(ledger.users_created),
+            "users_deleted": len(ledger.users_deleted),
+            "items": len(ledger.items_created),
+            "items_deleted": len(ledger.items_deleted),
+            "hot_writes": sum(map(len, ledger.hot_values.values())),
         },
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    return path
+    say("")
+    for name, s in sorted(result.verdict.get("figures", {}).get("scenarios", {}).items()):
+        say(
+            f"  {name:<11} {s['requests']:>7} requests {s['failures']:>4} failed"
+            f"   p50 {s['p50_ms']:>5.0f}  p95 {s['p95_ms']:>5.0f}  p99 {s['p99_ms']:>5.0f} ms"
+        )
+    shares = ", ".join(f"{w.slot}: {w.requests} ({w.share:.1%})" for w in result.workers)
+    say(f"  per worker: {shares}")
+    for check in result.checks:
+        say(f"  {check.label}  {check.name}: {check.detail}")
+    say(f"RESULT: {'PASS' if result.passed else 'FAIL'}")
+    say(f"report: {out_dir / 'report.md'}")
+
+
+def plots(samples: list[Snapshot], base: Snapshot, rows: list[WorkerRow], out: Path) -> list[str]:
+    """What Locust's own HTML report cannot show: requests per gunicorn worker and each
+    worker's database pool over time, as requests_per_worker.png and pool.png in `out`."""
+    seconds = [s.taken_at - base.taken_at for s in samples]
+    figure, (bars, lines) = plt.subplots(1, 2, figsize=(11, 4))
+    bars.bar([row.slot for row in rows], [row.requests for row in rows], color="tab:blue")
+    for index, row in enumerate(rows):
+        bars.annotate(f"{row.share:.1%}", (index, row.requests), ha="center", va="bottom")
+    bars.set(title="Requests per worker (whole run)", xlabel="worker slot", ylabel="requests")
+    served = [reconcile.increase(s.worker_requests, base.worker_requests) for s in samples]
+    for row in rows:
+        lines.plot(seconds, [counts.get(row.slot, 0) for counts in served], label=row.slot)
+    lines.set(title="Requests per worker over time", xlabel="seconds", ylabel="cumulative")
+    lines.legend(title="worker")
+    _save(figure, out / "requests_per_worker.png")
+
+    figure, axis = plt.subplots(figsize=(11, 4))
+    slots = sorted({slot for s in samples for slot in s.pool_checked_out})
+    for slot in slots:
+        checked_out = [s.pool_checked_out.get(slot, 0) for s in samples]
+        axis.plot(seconds, checked_out, label=f"worker {slot}")
+    in_progress = [sum(s.in_progress.values()) for s in samples]
+    axis.plot(seconds, in_progress, "k:", label="requests in progress (all, incl. the scrape)")
+    if samples:
+        per_worker = sum(samples[-1].pool_size.values()) / max(len(slots), 1)
+        axis.axhline(per_worker, color="grey", ls="--", label="pool size per worker")
+    axis.set(title="Database pool: connections checked out", xlabel="seconds", ylabel="count")
+    axis.legend(loc="upper right", fontsize="small")
+    _save(figure, out / "pool.png")
+    return ["requests_per_worker.png", "pool.png"]
+
+
+def _save(figure: Any, path: Path) -> None:
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
