@@ -13,7 +13,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from tooling.postgres import PROJECT_ROOT, free_port
@@ -21,11 +21,6 @@ from tooling.processes import children_of, children_with_state, cmdline
 
 GUNICORN = str(Path(sys.executable).parent / "gunicorn")
 _STARTUP_COMPLETE = re.compile(r"\[(\d+)\] \[INFO\] uvicorn\.error: Application startup complete")
-
-
-def timed_out(timeout: float, what: str, seen: Callable[[], object] | None) -> TimeoutError:
-    last = "" if seen is None else f"; last saw: {seen()}"
-    return TimeoutError(f"timed out after {timeout}s waiting for {what}{last}")
 
 
 def wait_for(
@@ -43,7 +38,8 @@ def wait_for(
         if predicate():
             return
         time.sleep(interval)
-    raise timed_out(timeout, what, seen)
+    last = "" if seen is None else f"; last saw: {seen()}"
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}{last}")
 
 
 @dataclass
@@ -52,7 +48,6 @@ class Gunicorn:
     port: int
     log_path: Path
     metrics_dir: Path
-    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -176,7 +171,6 @@ def run_gunicorn(
     workers: int = 4,
     wait: bool = True,
     env: Mapping[str, str] | None = None,
-    args: tuple[str, ...] = (),
     log_path: Path | None = None,
 ) -> Iterator[Gunicorn]:
     """Start `gunicorn -c gunicorn.conf.py` from the project root (its log in `log_path`,
@@ -189,10 +183,8 @@ def run_gunicorn(
         full_env = gunicorn_env(
             database_url, port, metrics_dir, WEB_CONCURRENCY=str(workers), **dict(env or {})
         )
-        process = launch(
-            [GUNICORN, "-c", "gunicorn.conf.py", *args], env=full_env, log_path=log_path
-        )
-        server = Gunicorn(process, port, log_path, metrics_dir, full_env)
+        process = launch([GUNICORN, "-c", "gunicorn.conf.py"], env=full_env, log_path=log_path)
+        server = Gunicorn(process, port, log_path, metrics_dir)
         try:
             if wait:
                 server.wait_booted(workers)

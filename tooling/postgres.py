@@ -23,14 +23,13 @@ import stat
 import subprocess
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEV_DATA_DIR = PROJECT_ROOT / ".pgdata" / "dev"
 SERVER_USER = "pgembedded"
 DEFAULT_PORT = 54329
-INITDB_OPTIONS = ("-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8")
 
 
 def _bin_dir() -> Path:
@@ -79,7 +78,6 @@ class EmbeddedPostgres:
     data_dir: Path
     port: int | None = None
     max_connections: int = 200
-    extra_settings: dict[str, str] = field(default_factory=dict)
     log: Callable[[str], None] = print
 
     def __post_init__(self) -> None:
@@ -107,13 +105,9 @@ class EmbeddedPostgres:
                 f"server log: {self.log_file}"
             )
 
-    def _give_to_server_user(self, path: Path) -> None:
-        if self.user is not None:
-            os.chown(path, self.user.pw_uid, self.user.pw_gid)
-
     @property
     def log_file(self) -> Path:
-        return self.data_dir.parent / f"{self.data_dir.name}.log"
+        return self.data_dir / "server.log"
 
     def postmaster_pid(self) -> int | None:
         """The running postmaster's pid, from postmaster.pid, if that process is alive."""
@@ -142,23 +136,17 @@ class EmbeddedPostgres:
             if self.user is not None:
                 _open_for_traversal(self.data_dir.parent)
                 _open_for_traversal(self.bin_dir)
-                self._give_to_server_user(self.data_dir)
+                os.chown(self.data_dir, self.user.pw_uid, self.user.pw_gid)
             self.log(f"initializing embedded PostgreSQL in {self.data_dir} ...")
-            self._run("initdb", *INITDB_OPTIONS)
+            self._run("initdb", "-U", "postgres", "--auth=trust", "--locale=C.UTF-8")
         if self.postmaster_pid() is not None:
             self.log(f"embedded PostgreSQL already running on 127.0.0.1:{self.port}")
             return self.url()
         self.port = free_port(self.port or DEFAULT_PORT)
-        settings = {
-            "port": str(self.port),
-            "listen_addresses": "127.0.0.1",
-            "unix_socket_directories": "",
-            "max_connections": str(self.max_connections),
-            **self.extra_settings,
-        }
-        options = " ".join(f"-c {key}={value}" for key, value in settings.items())
-        self.log_file.touch()
-        self._give_to_server_user(self.log_file)
+        options = (
+            f"-c port={self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories="
+            f" -c max_connections={self.max_connections}"
+        )
         # -w: wait until it accepts connections (at most pg_ctl's default 60 s).
         self._run("pg_ctl", "-l", str(self.log_file), "-o", options, "-w", "start")
         self._started_here = True
@@ -184,7 +172,6 @@ class EmbeddedPostgres:
         with contextlib.suppress(RuntimeError):
             self.stop(mode="immediate")
         shutil.rmtree(self.data_dir, ignore_errors=True)
-        self.log_file.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

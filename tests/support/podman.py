@@ -17,7 +17,6 @@ import fcntl
 import importlib.util
 import json
 import os
-import re
 import subprocess
 import tempfile
 import time
@@ -104,23 +103,13 @@ def podman(
 
 
 def debian_mirror() -> str:
-    """The first mirror this machine's apt sources use for the bookworm suite."""
-    one_line = re.compile(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+(\S+)", re.MULTILINE)
-    apt = Path("/etc/apt")
-    for path in [apt / "sources.list", *sorted((apt / "sources.list.d").glob("*"))]:
-        if not path.is_file():
-            continue
-        if path.suffix == ".sources":  # deb822 stanzas
-            for stanza in re.split(r"\n\s*\n", path.read_text()):
-                fields = dict(re.findall(r"^(\w[\w-]*):\s*(.*)$", stanza, re.MULTILINE))
-                types, suites = fields.get("Types", "").split(), fields.get("Suites", "").split()
-                if "deb" in types and SUITE in suites:
-                    return str(fields["URIs"].split()[0])
-        elif path.suffix == ".list":
-            for uri, suite in one_line.findall(path.read_text()):
-                if suite == SUITE:
-                    return str(uri)
-    raise RuntimeError(f"no apt source for Debian {SUITE} under {apt}: debootstrap needs one")
+    """The first mirror this machine's apt sources use for the bookworm suite (apt reads
+    both source formats, one-line and deb822)."""
+    query = ["apt-get", "indextargets", "--format", "$(REPO_URI)", f"Release: {SUITE}"]
+    found = subprocess.run(query, capture_output=True, text=True, check=True).stdout.split()
+    if not found:
+        raise RuntimeError(f"no apt source for Debian {SUITE}: debootstrap needs one")
+    return found[0]
 
 
 def ensure_base_image(env: Mapping[str, str]) -> str:
@@ -142,13 +131,10 @@ def ensure_base_image(env: Mapping[str, str]) -> str:
             )
             if made.returncode != 0:
                 raise RuntimeError(f"debootstrap failed:\n{made.stdout[-3000:]}{made.stderr}")
-            # What python:*-slim leaves out too: downloaded packages and package lists.
-            subprocess.run(
-                ["sh", "-c", f"rm -rf {root}/var/cache/apt/* {root}/var/lib/apt/lists/*"],
-                check=True,
-            )
+            # Without what python:*-slim leaves out too: downloaded packages and package lists.
             archive = Path(scratch) / "root.tar"
-            subprocess.run(["tar", "-C", str(root), "-cf", str(archive), "."], check=True)
+            tar = ["tar", "--exclude=./var/cache/apt/*", "--exclude=./var/lib/apt/lists/*"]
+            subprocess.run([*tar, "-C", str(root), "-cf", str(archive), "."], check=True)
             # Debian's pip refuses system installs (PEP 668) unless told; the Dockerfile's
             # builder installs uv with it. uv reads SSL_CERT_FILE (the system bundle here).
             podman(
