@@ -96,12 +96,6 @@ class Gunicorn:
         except TimeoutError as exc:
             raise TimeoutError(f"{exc}\ngunicorn's log:\n{self.log()[-4000:]}") from None
 
-    def send(self, signum: signal.Signals) -> None:
-        os.kill(self.pid, signum)
-
-    def stop(self, *, timeout: float = 30) -> int:
-        return stop(self.process, timeout=timeout)
-
 
 def launch(
     command: Sequence[str],
@@ -190,4 +184,4 @@ def run_gunicorn(
                 server.wait_booted(workers)
             yield server
         finally:
-            server.stop()
+            stop(process)

@@ -21,7 +21,7 @@ import pytest
 from alembic.script import ScriptDirectory
 
 from tests.support.api import PASSWORD, unique_name
-from tests.support.podman import Container, Image, podman, podman_env, run_once, service_image
+from tests.support.podman import Container, Image, podman, run_once, service_image
 from tests.support.podman import running as running_container
 from tests.support.processes import eventually, steady_load
 from tooling.database import alembic_config, fetch, fresh_database
@@ -103,8 +103,7 @@ def test_image_metadata(image: Image) -> None:
 def test_image_is_lean(image: Image) -> None:
     """The runtime stage: the virtualenv, gunicorn.conf.py, alembic and the migrations;
     no compiler, no uv, no tests, no byte-code from the build context."""
-    env = podman_env()
-    root = Path(podman("image", "mount", image.id, env=env).stdout.strip())
+    root = Path(podman("image", "mount", image.id).stdout.strip())
     try:
         app_entries = {path.name for path in (root / "app").iterdir()}
         program_dirs = ["usr/bin", "usr/local/bin", "usr/sbin", "app/.venv/bin"]
@@ -116,7 +115,7 @@ def test_image_is_lean(image: Image) -> None:
         }
         context_bytecode = list((root / "app/migrations").rglob("__pycache__"))
     finally:
-        podman("image", "unmount", image.id, env=env)
+        podman("image", "unmount", image.id)
     assert app_entries == {".venv", "gunicorn.conf.py", "alembic.ini", "migrations"}
     assert not {name for name in programs if COMPILER.match(name)}
     assert not {"uv", "uvx"} & programs

@@ -84,9 +84,7 @@ def run_pgbouncer(server_url: str, **overrides: str) -> Iterator[PgBouncer]:
     options.pop("password", None)
     if server.password:
         options["password"] = server.password
-    entry = " ".join(
-        f"{key}='{value}'" if " " in value else f"{key}={value}" for key, value in options.items()
-    )
+    entry = " ".join(f"{key}={shlex.quote(value)}" for key, value in options.items())
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="pgbouncer-test-") as scratch:
         directory = Path(scratch)

@@ -61,6 +61,7 @@ runroot = "{run}/storage"
 """
 
 
+@cache
 def podman_env() -> dict[str, str]:
     """The environment every podman call here runs with (installs podman if missing)."""
     if os.geteuid() != 0:
@@ -87,11 +88,11 @@ def podman_env() -> dict[str, str]:
 
 
 def podman(
-    *args: str, timeout: float = 120, check: bool = True, env: Mapping[str, str] | None = None
+    *args: str, timeout: float = 120, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         ["podman", *args],
-        env=dict(env) if env is not None else podman_env(),
+        env=podman_env(),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -112,12 +113,12 @@ def debian_mirror() -> str:
     return found[0]
 
 
-def ensure_base_image(env: Mapping[str, str]) -> str:
+def ensure_base_image() -> str:
     """BASE_IMAGE, made with debootstrap and imported the first time (about a minute)."""
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     with (CACHE_DIR / "base.lock").open("a+b") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if podman("image", "exists", BASE_IMAGE, check=False, env=env).returncode == 0:
+        if podman("image", "exists", BASE_IMAGE, check=False).returncode == 0:
             return BASE_IMAGE
         with tempfile.TemporaryDirectory(dir=CACHE_DIR, prefix="debootstrap-") as scratch:
             root = Path(scratch) / "root"
@@ -146,7 +147,6 @@ def ensure_base_image(env: Mapping[str, str]) -> str:
                 str(archive),
                 BASE_IMAGE,
                 timeout=300,
-                env=env,
             )
     return BASE_IMAGE
 
@@ -166,10 +166,8 @@ class Image:
         return int(str(self.config["User"]).split(":")[0])
 
 
-def _inspect_image(reference: str, env: Mapping[str, str]) -> dict[str, Any]:
-    inspected: list[dict[str, Any]] = json.loads(
-        podman("image", "inspect", reference, env=env).stdout
-    )
+def _inspect_image(reference: str) -> dict[str, Any]:
+    inspected: list[dict[str, Any]] = json.loads(podman("image", "inspect", reference).stdout)
     return inspected[0]
 
 
@@ -179,8 +177,7 @@ def build_image(context: Path, name: str, base_arg: str) -> Image:
     of other checkouts may build at the same time: a content tag never moves). Outbound TLS
     here may go through a proxy with its own CA: the host's bundle (SSL_CERT_FILE)
     replaces the base's during the build, never in the image."""
-    env = podman_env()
-    base = ensure_base_image(env)
+    base = ensure_base_image()
     bundle = os.environ.get("SSL_CERT_FILE")
     mounts = ["-v", f"{bundle}:/etc/ssl/certs/ca-certificates.crt:ro"] if bundle else []
     with tempfile.TemporaryDirectory() as scratch:
@@ -197,13 +194,12 @@ def build_image(context: Path, name: str, base_arg: str) -> Image:
             str(context / "Dockerfile"),
             str(context),
             timeout=900,
-            env=env,
         )
         seconds = time.monotonic() - started
         image_id = iidfile.read_text().strip()
     tag = f"localhost/{name}:{image_id.removeprefix('sha256:')[:12]}"
-    podman("tag", image_id, tag, env=env)
-    inspected = _inspect_image(image_id, env)
+    podman("tag", image_id, tag)
+    inspected = _inspect_image(image_id)
     return Image(
         id=image_id,
         tag=tag,
@@ -211,7 +207,7 @@ def build_image(context: Path, name: str, base_arg: str) -> Image:
         config=inspected["Config"],
         healthcheck=inspected.get("Healthcheck") or {},
         size_bytes=int(inspected["Size"]),
-        base_size_bytes=int(_inspect_image(base, env)["Size"]),
+        base_size_bytes=int(_inspect_image(base)["Size"]),
     )
 
 
@@ -229,10 +225,9 @@ def prometheus_image() -> Image:
 @dataclass(frozen=True)
 class Container:
     name: str
-    env: Mapping[str, str]
 
     def podman(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return podman(*args, check=check, env=self.env)
+        return podman(*args, check=check)
 
     def host_pid(self) -> int:
         """The container's first process (gunicorn's master) as the host sees it."""
@@ -267,13 +262,12 @@ def run_once(image: str, environment: Mapping[str, str], *command: str) -> tuple
 @contextmanager
 def running(image: str, environment: Mapping[str, str]) -> Iterator[Container]:
     """The image's own command, detached; removed (killed if still running) at exit."""
-    env = podman_env()
     name = f"service-test-{uuid.uuid4().hex[:10]}"
-    podman("run", "--detach", "--name", name, *run_args(environment), image, env=env)
+    podman("run", "--detach", "--name", name, *run_args(environment), image)
     try:
-        yield Container(name, env)
+        yield Container(name)
     finally:
-        podman("rm", "--force", "--time=5", name, check=False, env=env)
+        podman("rm", "--force", "--time=5", name, check=False)
 
 
 def compose_binary() -> Path:
