@@ -205,8 +205,8 @@ async def test_serves_under_load_read_only_as_its_own_user(
             answered_by.add(response.headers["x-worker-id"])
             if answered_by == worker_ids:
                 break
-    write = container.podman("exec", container.name, "touch", "/app/written", check=False)
-    read_only = container.podman(
+    write = podman("exec", container.name, "touch", "/app/written", check=False)
+    read_only = podman(
         "inspect", "--format", "{{.HostConfig.ReadonlyRootfs}}", container.name
     ).stdout.strip()
     assert result.failed == 0, result.errors[:5]
@@ -232,7 +232,7 @@ async def test_hup_reloads_the_workers_under_load(served: tuple[Container, str])
     # the listen queue while the new ones boot (seconds on a busy machine), none is lost.
     load = asyncio.create_task(steady_load(base_url, stop))
     await asyncio.sleep(1)
-    await asyncio.to_thread(container.podman, "kill", "--signal", "HUP", container.name)
+    await asyncio.to_thread(podman, "kill", "--signal", "HUP", container.name)
     await eventually(
         lambda: len(_workers(container)) == WORKERS and not _workers(container) & before,
         within=30,
@@ -267,7 +267,7 @@ async def test_podman_stop_drains_in_flight_requests_and_exits_0(
         stop.set()
         started = time.monotonic()
         stopped = asyncio.create_task(
-            asyncio.to_thread(container.podman, "stop", "--time=30", container.name)
+            asyncio.to_thread(podman, "stop", "--time=30", container.name)
         )
         responses = await asyncio.gather(*sign_ups)
     result = await load

@@ -226,22 +226,19 @@ def prometheus_image() -> Image:
 class Container:
     name: str
 
-    def podman(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return podman(*args, check=check)
-
     def host_pid(self) -> int:
         """The container's first process (gunicorn's master) as the host sees it."""
-        return int(self.podman("inspect", "--format", "{{.State.Pid}}", self.name).stdout)
+        return int(podman("inspect", "--format", "{{.State.Pid}}", self.name).stdout)
 
     def healthy(self) -> bool:
-        return self.podman("healthcheck", "run", self.name, check=False).returncode == 0
+        return podman("healthcheck", "run", self.name, check=False).returncode == 0
 
     def logs(self) -> str:
-        result = self.podman("logs", self.name, check=False)
+        result = podman("logs", self.name, check=False)
         return result.stdout + result.stderr
 
     def exit_code(self) -> int:
-        return int(self.podman("inspect", "--format", "{{.State.ExitCode}}", self.name).stdout)
+        return int(podman("inspect", "--format", "{{.State.ExitCode}}", self.name).stdout)
 
 
 def run_args(environment: Mapping[str, str]) -> list[str]:
@@ -297,15 +294,13 @@ def podman_api() -> Iterator[str]:
         command = ["podman", "system", "service", "--time=0", f"unix://{socket}"]
         process = launch(command, env=podman_env(), log_path=log)
         try:
-            try:
-                wait_for(
-                    lambda: process.poll() is None and socket.exists() and _answers(socket),
-                    timeout=30,
-                    interval=0.2,
-                    what=f"podman system service on {socket}",
-                )
-            except TimeoutError as exc:
-                raise RuntimeError(f"{exc}; exit {process.poll()}:\n{log.read_text()}") from None
+            wait_for(
+                lambda: process.poll() is None and socket.exists() and _answers(socket),
+                timeout=30,
+                interval=0.2,
+                what=f"podman system service on {socket}",
+                seen=lambda: f"exit {process.poll()}:\n{log.read_text()}",
+            )
             yield f"unix://{socket}"
         finally:
             stop(process, timeout=15)

@@ -48,9 +48,7 @@ class LoadResult:
 
     @property
     def failed(self) -> int:
-        return len(self.errors) + sum(
-            count for status, count in self.statuses.items() if status >= 500
-        )
+        return len(self.errors) + sum(n for status, n in self.statuses.items() if status >= 500)
 
 
 async def steady_load(
