@@ -141,21 +141,17 @@ def gunicorn_env(
 ) -> dict[str, str]:
     """This environment without the service's own settings, plus the database, a loopback
     port, a metrics directory of its own and `overrides`."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("PROMETHEUS_", "SERVICE_", "WEB_CONCURRENCY", "DB_"))
+    own = ("PROMETHEUS_", "SERVICE_", "WEB_CONCURRENCY", "DB_")
+    return {
+        **{key: value for key, value in os.environ.items() if not key.startswith(own)},
+        "DATABASE_URL": database_url,
+        "BIND": f"127.0.0.1:{port}",
+        "WEB_CONCURRENCY": "4",
+        "LOG_LEVEL": "info",
+        "ACCESS_LOG": "false",
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        **overrides,
     }
-    env.update(
-        DATABASE_URL=database_url,
-        BIND=f"127.0.0.1:{port}",
-        WEB_CONCURRENCY="4",
-        LOG_LEVEL="info",
-        ACCESS_LOG="false",
-        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
-    )
-    env.update(overrides)
-    return env
 
 
 @contextmanager

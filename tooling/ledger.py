@@ -35,22 +35,9 @@ class LedgerWriter:
     def write(self, event: str, **fields: Any) -> None:
         self._file.write(json.dumps({"e": event, **fields}, separators=(",", ":")) + "\n")
 
-    def process_summary(
-        self,
-        *,
-        requests: dict[str, int],
-        worker_pids: dict[str, int],
-        role: str,
-        throttled_logins: int = 0,
-    ) -> None:
-        self.write(
-            PROCESS,
-            pid=os.getpid(),
-            role=role,
-            requests=requests,
-            worker_pids=worker_pids,
-            throttled_logins=throttled_logins,
-        )
+    def process_summary(self, **counts: Any) -> None:
+        """This process's requests, worker_pids, role and throttled_logins, as Locust saw."""
+        self.write(PROCESS, pid=os.getpid(), **counts)
 
 
 @dataclass

@@ -245,9 +245,7 @@ def run_args(environment: Mapping[str, str]) -> list[str]:
     """What every container here gets: host network, read-only root, and no health timer
     (periodic healthchecks need systemd timers, none here: run them with `healthcheck run`)."""
     flags = ["--network=host", "--read-only", "--health-interval=disable"]
-    for key, value in environment.items():
-        flags += ["--env", f"{key}={value}"]
-    return flags
+    return flags + [f"--env={key}={value}" for key, value in environment.items()]
 
 
 def run_once(image: str, environment: Mapping[str, str], *command: str) -> tuple[int, str]:
