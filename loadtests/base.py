@@ -19,8 +19,8 @@ from urllib.parse import urlencode
 from locust import FastHttpUser
 from locust.exception import StopUser
 
-from loadtests import checks
-from loadtests.checks import Check
+from tooling import checks
+from tooling.checks import Check
 from tooling.ledger import ITEM_CREATED, ITEM_DELETED, USER_CREATED, LedgerWriter
 
 PASSWORD = "loadtest-pass-42"

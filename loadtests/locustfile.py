@@ -30,7 +30,7 @@ _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from loadtests import checks, locust_hooks  # noqa: E402, F401  (importing registers the hooks)
+from loadtests import locust_hooks  # noqa: E402, F401  (importing registers the hooks)
 from loadtests.base import (  # noqa: E402
     STATE,
     ApiUser,
@@ -40,6 +40,7 @@ from loadtests.base import (  # noqa: E402
     random_timestamp,
     unique_name,
 )
+from tooling import checks  # noqa: E402
 from tooling.ledger import HOT_WRITE, USER_DELETED  # noqa: E402
 
 BROWSE_PAGE = 20  # users per page
