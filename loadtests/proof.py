@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import json
 import os
 import re
@@ -326,9 +325,8 @@ def run_and_reconcile(
         report.write(result, out, say)
         return result
 
-    with (out / "locust_stats.csv").open(newline="") as handle:
-        rows = [row for row in csv.DictReader(handle) if row["Name"] != "Aggregated"]
-    locust = Counter({(row["Type"], row["Name"]): int(row["Request Count"]) for row in rows})
+    routes = verdict.get("figures", {}).get("routes", {})
+    locust = Counter({tuple(key.split(" ", 1)): count for key, count in routes.items()})
     server_counts = final.by_route()
     server_counts.subtract(baseline.by_route())
     # /metrics requests: the baseline scrape, the sampler's, and all but the last settling one.
