@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -154,9 +155,7 @@ def on_test_stop(environment: Environment, **_: Any) -> None:
         role=role,
         throttled_logins=STATE.throttled_logins,
     )
-    STATE.throttled_logins = 0
-    STATE.requests.clear()
-    STATE.worker_pids.clear()
+    STATE.requests, STATE.worker_pids, STATE.throttled_logins = Counter(), Counter(), 0
 
 
 def _scenario_figures(entry: StatsEntry) -> dict[str, float]:
