@@ -1,4 +1,4 @@
-"""Locust scenarios for the service. From the project root:
+"""Locust scenarios for the service. From the project root (Locust puts it on sys.path):
 
     locust -f loadtests/locustfile.py -H http://127.0.0.1:8000                 # web UI
     locust -f loadtests/locustfile.py -H URL --headless -u 40 -r 10 -t 60s \\
