@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from benchmarks.report import connection_rows, worker_rows
+from benchmarks.report import CURVES, curve
 
 _WORKLOADS = ("read", "user", "insert", "list", "signup", "steady", "scrape", "flood")
 _P99_LIMITS = {"read": 50.0, "user": 50.0, "insert": 60.0}
@@ -98,7 +98,7 @@ def render(document: dict[str, Any], path: Path) -> None:
 
 def render_scaling(document: dict[str, Any], path: Path) -> None:
     """scaling.png, unless the run measured neither curve."""
-    curves = [("connections", connection_rows(document)), ("workers", worker_rows(document))]
+    curves = [(against, curve(document, against)) for against in CURVES]
     if not any(rows for _, rows in curves):
         return
     fig, axes = plt.subplots(1, 2, figsize=(13, 5), constrained_layout=True)
