@@ -24,6 +24,7 @@ from benchmarks import servers
 from benchmarks.measure import CpuMeter, Wrk, WrkError, wait_for_quiet
 from benchmarks.servers import CONFIGS, RunningServer, ServerConfig, ServerFailedError
 from tooling.database import execute, fetch_value
+from tooling.processes import rss_mb
 from tooling.seed import SeededUser, seed
 
 _STARTED = time.monotonic()
@@ -200,7 +201,7 @@ class Harness:
                         f"{config.key} died during {key} (exit {server.process.returncode}); "
                         f"log: {server.log_path}"
                     )
-            rss = server.worker_rss_mb()
+            rss = [mb for pid in server.worker_pids() if (mb := rss_mb(pid)) is not None]
             self.samples.extend(samples)
             self.server_samples.append(
                 {

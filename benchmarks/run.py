@@ -31,7 +31,7 @@ from benchmarks.measure import WrkError, describe, wrk_version
 from benchmarks.servers import BASELINE, BENCH_DIR, CONFIGS
 from service.core.settings import Settings
 from tooling.database import fetch_value, fresh_database
-from tooling.postgres import EmbeddedPostgres
+from tooling.postgres import EmbeddedPostgres, provided_database
 
 
 def _csv(choices: list[str]) -> Any:
@@ -79,18 +79,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 @contextmanager
 def provide_database() -> Iterator[Database]:
     """A fresh database, migrated, on DATABASE_URL's server or else on the embedded PostgreSQL
-    in .pgdata/bench; dropped afterwards. Session counts are read from the server's URL: another
-    database, so reading them opens no session in the one being measured."""
-    server = None
-    if not (url := os.environ.get("DATABASE_URL")):
-        server = EmbeddedPostgres(BENCH_DIR.parent / ".pgdata" / "bench", log=say)
-        url = server.start()
-    try:
-        with fresh_database(url, prefix="bench", say=say) as fresh:
-            yield Database(fresh, url, server.postmaster_pid() if server else None)
-    finally:
-        if server is not None:
-            server.stop_if_started_here()
+    in .pgdata/bench (whose CPU is measured too); dropped afterwards. Session counts are read
+    from the server's URL: another database, so reading them opens no session in the one
+    being measured."""
+    data_dir = BENCH_DIR.parent / ".pgdata" / "bench"
+    with (
+        provided_database(None, say, data_dir) as url,
+        fresh_database(url, prefix="bench", say=say) as fresh,
+    ):
+        embedded = None if os.environ.get("DATABASE_URL") else EmbeddedPostgres(data_dir)
+        yield Database(fresh, url, embedded.postmaster_pid() if embedded else None)
 
 
 def _service_settings() -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tooling.gunicorn import launch, stop
 from tooling.postgres import free_port
-from tooling.processes import children_of, cmdline, rss_mb
+from tooling.processes import children_of, cmdline
 
 BENCH_DIR = Path(__file__).resolve().parent
 PROJECT_ROOT = BENCH_DIR.parent
@@ -169,9 +169,6 @@ class RunningServer:
         return [pid for pid in children if b"resource_tracker" not in cmdline(pid)] or [
             self.process.pid
         ]
-
-    def worker_rss_mb(self) -> list[float]:
-        return [rss for pid in self.worker_pids() if (rss := rss_mb(pid)) is not None]
 
     def wait_first_200(self) -> float:
         """Seconds from the start to the first 200 on /livez."""
