@@ -27,7 +27,7 @@ from typing import Any
 
 from benchmarks import plot, report, soak
 from benchmarks.harness import SETTINGS, WORKLOADS, Database, Harness, say
-from benchmarks.measure import WrkError, describe, wrk_version
+from benchmarks.measure import describe, wrk_version
 from benchmarks.servers import BASELINE, BENCH_DIR, CONFIGS
 from service.core.settings import Settings
 from tooling.database import fetch_value, fresh_database
@@ -141,11 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         document = json.loads((args.out / "results.json").read_text())
         publish(report.analyse(document), args.out)
         return 0
-    try:
-        wrk = wrk_version()
-    except WrkError as exc:
-        say(str(exc))
-        return 2
+    wrk = wrk_version()
     started = datetime.now(UTC)
     given = sys.argv[1:] if argv is None else argv
     command = shlex.join(["python", "-m", "benchmarks.run", *given])
