@@ -9,7 +9,7 @@ the database. It does not verify the bearer token: the floor is the cost of HTTP
 query + JSON, nothing more.
 
 Served as `benchmarks.floor_app:create_app()` by the same gunicorn + ServiceWorker stack as
-the service (see floor_gunicorn_conf.py).
+the service (its flags in servers.py).
 """
 
 from __future__ import annotations

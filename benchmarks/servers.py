@@ -24,7 +24,12 @@ _LOGGING = shlex.quote(str(BENCH_DIR / "uvicorn_logging.json"))
 # As one would type them after `python`; "{port}" is replaced per start (gunicorn reads BIND
 # from the environment).
 _GUNICORN = "-m gunicorn -c gunicorn.conf.py"
-_FLOOR = f"-m gunicorn -c {shlex.quote(str(BENCH_DIR / 'floor_gunicorn_conf.py'))}"
+# The floor starts in benchmarks/, where gunicorn finds no gunicorn.conf.py: these flags only.
+_FLOOR = (
+    f"-m gunicorn --pythonpath {shlex.quote(str(PROJECT_ROOT))} --bind 127.0.0.1:{{port}}"
+    " -k service.core.worker.ServiceWorker --keep-alive 5 --log-level warning"
+    " --no-control-socket 'benchmarks.floor_app:create_app()'"
+)
 _UVICORN = (
     "-m uvicorn --factory service.app:create_app --host 127.0.0.1 --loop uvloop --http httptools "
     f"--lifespan on --no-access-log --timeout-keep-alive 5 --log-config {_LOGGING} --port {{port}}"
@@ -80,12 +85,14 @@ CONFIGS: dict[str, ServerConfig] = {
             "5a floor: bare ASGI + asyncpg prepared statement, 2 workers",
             _FLOOR,
             env={"FLOOR_MODE": "asyncpg"},
+            cwd=BENCH_DIR,
         ),
         ServerConfig(
             "floor-static",
             "5b floor: bare ASGI, static JSON, 2 workers",
             _FLOOR,
             env={"FLOOR_MODE": "static"},
+            cwd=BENCH_DIR,
         ),
         ServerConfig(
             "gunicorn-nometrics",
