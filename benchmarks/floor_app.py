@@ -9,7 +9,7 @@ the database. It does not verify the bearer token: the floor is the cost of HTTP
 query + JSON, nothing more.
 
 Served as `benchmarks.floor_app:create_app()` by the same gunicorn + ServiceWorker stack as
-the service (see floor_gunicorn_conf.py).
+the service (its flags in servers.py).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import asyncpg
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+App = Callable[[dict[str, Any], Receive, Send], Awaitable[None]]
 
 ITEM_SQL = (
     "SELECT i.pubid, i.name, i.added, u.pubid AS user_pubid "
@@ -53,54 +54,38 @@ async def _respond(send: Send, status: int, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-class FloorApp:
-    def __init__(self, *, database_url: str | None) -> None:
-        self.database_url = database_url
-        self.pool: Any = None
+def create_app() -> App:
+    """FLOOR_MODE=static: no database at all; otherwise DATABASE_URL (SQLAlchemy or libpq)."""
+    static = os.environ.get("FLOOR_MODE", "asyncpg") == "static"
+    url = os.environ.get("DATABASE_URL", "").replace("postgresql+asyncpg://", "postgresql://", 1)
+    pool: Any = None
 
-    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-        elif scope["type"] == "http":
-            await self._http(scope, send)
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                if self.database_url is not None:
-                    self.pool = await asyncpg.create_pool(
-                        self.database_url,
-                        min_size=POOL_SIZE,
-                        max_size=POOL_SIZE,
-                        init=_prepare,
+    async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        nonlocal pool
+        if scope["type"] == "lifespan":  # startup, then shutdown
+            while (await receive())["type"] == "lifespan.startup":
+                if not static:
+                    pool = await asyncpg.create_pool(
+                        url, min_size=POOL_SIZE, max_size=POOL_SIZE, init=_prepare
                     )
                 await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                if self.pool is not None:
-                    await self.pool.close()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-
-    async def _http(self, scope: dict[str, Any], send: Send) -> None:
+            if pool is not None:
+                await pool.close()
+            return await send({"type": "lifespan.shutdown.complete"})
         path: str = scope["path"]
         if not path.startswith(_ITEMS_PREFIX):
             status = 200 if path in {"/livez", "/readyz"} else 404
-            await _respond(send, status, b'{"status":"ok"}' if status == 200 else b"{}")
-            return
-        if self.pool is None:
-            await _respond(send, 200, STATIC_BODY)
-            return
+            return await _respond(send, status, b'{"status":"ok"}' if status == 200 else b"{}")
+        if pool is None:
+            return await _respond(send, 200, STATIC_BODY)
         try:
             pubid = uuid.UUID(path[len(_ITEMS_PREFIX) :])
         except ValueError:
-            await _respond(send, 422, b'{"detail":"invalid id"}')
-            return
-        async with self.pool.acquire() as connection:
+            return await _respond(send, 422, b'{"detail":"invalid id"}')
+        async with pool.acquire() as connection:
             row = await connection.fetchrow(ITEM_SQL, pubid)
         if row is None:
-            await _respond(send, 404, b'{"detail":"Item not found"}')
-            return
+            return await _respond(send, 404, b'{"detail":"Item not found"}')
         body = {
             "pubid": str(row["pubid"]),
             "name": row["name"],
@@ -109,10 +94,4 @@ class FloorApp:
         }
         await _respond(send, 200, json.dumps(body).encode())
 
-
-def create_app() -> FloorApp:
-    """FLOOR_MODE=static: no database at all; otherwise DATABASE_URL (SQLAlchemy or libpq)."""
-    if os.environ.get("FLOOR_MODE", "asyncpg") == "static":
-        return FloorApp(database_url=None)
-    url = os.environ["DATABASE_URL"].replace("postgresql+asyncpg://", "postgresql://", 1)
-    return FloorApp(database_url=url)
+    return app

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
+import json
 import os
 import statistics
 import sys
@@ -23,6 +24,7 @@ from benchmarks import servers
 from benchmarks.measure import CpuMeter, Wrk, WrkError, wait_for_quiet
 from benchmarks.servers import CONFIGS, RunningServer, ServerConfig, ServerFailedError
 from tooling.database import execute, fetch_value
+from tooling.processes import rss_mb
 from tooling.seed import SeededUser, seed
 
 _STARTED = time.monotonic()
@@ -38,7 +40,6 @@ SETTINGS: dict[str, Any] = {
     "seed_users": 100,
     "seed_items_per_user": 10,
 }
-FLOOD_CONNECTIONS = 48  # issue 13's acceptance load: 48 sign-up clients against 4 workers
 # Backends flush pg_stat_database counters within about a second of going idle.
 STATS_SETTLE_SECONDS = 1.2
 # Set by some configurations only; inherited, they would skew the others.
@@ -57,6 +58,7 @@ class Workload:
     script: str = "read.lua"
     path: str = "/"
     connections: int | None = None  # None: the run's --connections
+    signups: int = 0  # sign-up clients beside the reads (a second wrk)
 
 
 WORKLOADS = {
@@ -65,9 +67,12 @@ WORKLOADS = {
     "user": Workload("unauthenticated one-row read GET /users/{pubid}", "user.lua"),
     "insert": Workload("insert POST /items", "insert.lua"),
     "list": Workload("list GET /users?limit=50", "list.lua", "/users?limit=50"),
-    "signup": Workload("one-row reads during a sign-up storm (bcrypt 12)"),
+    "signup": Workload(
+        "one-row reads during a sign-up storm (bcrypt 12)", signups=SETTINGS["signup_connections"]
+    ),
     "scrape": Workload("one-row reads while /metrics is scraped"),
-    "flood": Workload("one-row reads during a 48-client sign-up flood (bcrypt 12)"),
+    # Issue 13's acceptance load: 48 sign-up clients against 4 workers.
+    "flood": Workload("one-row reads during a 48-client sign-up flood (bcrypt 12)", signups=48),
     "c10": Workload("one-row reads, 10 connections", connections=10),
     "c200": Workload("one-row reads, 200 connections", connections=200),
     "c1000": Workload("one-row reads, 1000 connections", connections=1000),
@@ -81,12 +86,9 @@ class Database:
     # session in the one being measured.
     monitor_url: str
     postmaster_pid: int | None  # the embedded server's (its CPU is measured)
-    version_num: int = 0
 
     def sessions(self) -> int | None:
         """pg_stat_database.sessions (PostgreSQL 14+): sessions ever opened to this database."""
-        if self.version_num < 140000:
-            return None
         query = "SELECT sessions FROM pg_stat_database WHERE datname = $1"
         try:
             value = fetch_value(self.monitor_url, query, make_url(self.url).database)
@@ -97,13 +99,9 @@ class Database:
 
 
 def write_lua_data(users: list[SeededUser], path: Path) -> None:
-    """The seed as a Lua table, which the wrk scripts load with dofile()."""
-
-    def quoted(value: str) -> str:
-        if not all(ch.isalnum() or ch in "-_." for ch in value):
-            raise ValueError(f"unexpected characters in {value!r}")
-        return f'"{value}"'
-
+    """The seed as a Lua table, which the wrk scripts load with dofile() (JSON's quoting is
+    Lua's for these ASCII ids and tokens)."""
+    quoted = json.dumps
     lines = [
         f"  {{pubid = {quoted(u.pubid)}, token = {quoted(u.token)}, "
         f"items = {{{', '.join(quoted(item) for item in u.items)}}}}},"
@@ -203,7 +201,7 @@ class Harness:
                         f"{config.key} died during {key} (exit {server.process.returncode}); "
                         f"log: {server.log_path}"
                     )
-            rss = server.worker_rss_mb()
+            rss = [mb for pid in server.worker_pids() if (mb := rss_mb(pid)) is not None]
             self.samples.extend(samples)
             self.server_samples.append(
                 {
@@ -232,9 +230,8 @@ class Harness:
         sessions_before = self.database.sessions()
         meter = CpuMeter(server.process.pid, self.database.postmaster_pid)
         side_load = scraper = None
-        if key in {"signup", "flood"}:
+        if clients := workload.signups:
             prefix = f"{key[0]}{round_number}{server.config.key.replace('-', '')[:11]}"
-            clients = FLOOD_CONNECTIONS if key == "flood" else SETTINGS["signup_connections"]
             side_load = Wrk(
                 url, "signup.lua", prefix, connections=clients, seconds=seconds, timeout=10
             )

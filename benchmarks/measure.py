@@ -40,9 +40,9 @@ class WrkError(RuntimeError):
 
 
 def wrk_version() -> str:
-    path = shutil.which("wrk")
-    if path is None:
-        raise WrkError(
+    """wrk's version line; without wrk nothing can be measured: exit with how to install it."""
+    if (path := shutil.which("wrk")) is None:
+        raise SystemExit(
             "wrk is not installed. On Debian/Ubuntu: apt-get update && apt-get install -y wrk"
         )
     result = subprocess.run([path, "--version"], capture_output=True, text=True, check=False)

@@ -3,6 +3,7 @@ scaling.png: config 1's reads against connections and workers (the rows of RESUL
 
 from __future__ import annotations
 
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from benchmarks.report import connection_rows, worker_rows
+from benchmarks.report import CURVES, Key, by_key, curve
 
 _WORKLOADS = ("read", "user", "insert", "list", "signup", "steady", "scrape", "flood")
 _P99_LIMITS = {"read": 50.0, "user": 50.0, "insert": 60.0}
@@ -28,14 +29,14 @@ _TICKS = {
 
 
 def render(document: dict[str, Any], path: Path) -> None:
-    by_key = {(s["config"], s["workload"]): s for s in document["summaries"]}
-    configs = [c for c in document["configs"] if any(k[0] == c for k in by_key)]
-    workloads = [w for w in _WORKLOADS if any(k[1] == w for k in by_key)]
-    rps_by_key: dict[tuple[str, str], list[float]] = {}
+    found = by_key(document["summaries"])
+    configs = [c for c in document["configs"] if any(k[0] == c for k in found)]
+    workloads = [w for w in _WORKLOADS if any(k[1] == w for k in found)]
+    rounds: dict[Key, list[float]] = defaultdict(list)
     for s in document["samples"]:
-        rps_by_key.setdefault((s["config"], s["workload"]), []).append(s["rps"])
+        rounds[s["config"], s["workload"]].append(s["rps"])
     # Bars of one workload sit side by side, centred on it, only for configs that ran it.
-    present = {w: [c for c in configs if (c, w) in by_key] for w in workloads}
+    present = {w: [c for c in configs if (c, w) in found] for w in workloads}
     width = 0.84 / max([1, *(len(cs) for cs in present.values())])
     positions = {
         (config, workload): w_index + (index - (len(present[workload]) - 1) / 2) * width
@@ -45,22 +46,16 @@ def render(document: dict[str, Any], path: Path) -> None:
     colors = plt.get_cmap("tab10")
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(14, 10), constrained_layout=True)
     for index, config in enumerate(configs):
-        xs, rps, low, high, p99 = [], [], [], [], []
-        for workload in workloads:
-            summary = by_key.get((config, workload))
-            if summary is None:
-                continue
-            xs.append(positions[(config, workload)])
-            rps.append(summary["rps"])
-            low.append(summary["rps"] - min(rps_by_key[config, workload]))
-            high.append(max(rps_by_key[config, workload]) - summary["rps"])
-            p99.append(summary["p99_ms"])
-        color = colors(index % 10)
-        bars = top.bar(xs, rps, width, yerr=[low, high], capsize=2, color=color, label=config)
+        keys = [(config, w) for w in workloads if (config, w) in found]
+        rps, p99 = [found[k]["rps"] for k in keys], [found[k]["p99_ms"] for k in keys]
+        spread = [[r - min(rounds[k]) for r, k in zip(rps, keys, strict=True)]]
+        spread.append([max(rounds[k]) - r for r, k in zip(rps, keys, strict=True)])
+        xs, color = [positions[k] for k in keys], colors(index % 10)
+        bars = top.bar(xs, rps, width, yerr=spread, capsize=2, color=color, label=config)
         top.bar_label(bars, labels=[f"{v:.0f}" for v in rps], fontsize=7, rotation=90, padding=3)
         bars = bottom.bar(xs, p99, width, color=color, label=config)
         bottom.bar_label(bars, labels=[f"{v:.0f}" for v in p99], fontsize=7, rotation=90, padding=3)
-    for (config, workload), summary in by_key.items():
+    for (config, workload), summary in found.items():
         scrape = summary["extra"].get("scrape_p99_ms")
         if scrape is not None and (config, workload) in positions:
             x = positions[(config, workload)] + width
@@ -98,7 +93,7 @@ def render(document: dict[str, Any], path: Path) -> None:
 
 def render_scaling(document: dict[str, Any], path: Path) -> None:
     """scaling.png, unless the run measured neither curve."""
-    curves = [("connections", connection_rows(document)), ("workers", worker_rows(document))]
+    curves = [(against, curve(document, against)) for against in CURVES]
     if not any(rows for _, rows in curves):
         return
     fig, axes = plt.subplots(1, 2, figsize=(13, 5), constrained_layout=True)

@@ -15,7 +15,6 @@ from benchmarks.servers import BASELINE, BENCH_DIR
 ANALYSIS_FILE = BENCH_DIR / "ANALYSIS.md"
 PLOT_NAME = "results.png"
 SCALING_PLOT_NAME = "scaling.png"
-WORKLOAD_ORDER = list(WORKLOADS)  # read first: the main workload
 _MEDIANS: tuple[str, ...] = ("rps", "p50_ms", "p99_ms", "wrk_cpu_pct", "system_cpu_pct")
 _MEDIANS += ("steal_pct", "server_cpu_pct", "foreign_cpu_pct", "server_cpu_ms_per_request")
 BEFORE = "cand-before"  # the code before issue #12, run as `--candidate before=DIR`
@@ -24,9 +23,20 @@ PEERS = {
     "gunicorn-asgi": "gunicorn -k asgi",
     "granian": "granian --workers 2",
 }
-CONNECTION_STEPS = (("c10", 10), ("read", 50), ("c200", 200), ("c1000", 1000))
-WORKER_STEPS = (("gunicorn-1w", 1), (BASELINE, 2), ("gunicorn-4w", 4))
 Row = dict[str, Any]
+Key = tuple[str, str]
+# The scaling curves: config 1's one-row reads against connections and against workers.
+CURVES: dict[str, dict[Key, int]] = {
+    "connections": {
+        (BASELINE, workload): n for workload, n in (("c10", 10), ("read", 50), ("c200", 200))
+    }
+    | {(BASELINE, "c1000"): 1000},
+    "workers": {("gunicorn-1w", "read"): 1, (BASELINE, "read"): 2, ("gunicorn-4w", "read"): 4},
+}
+
+
+def by_key(summaries: list[Row]) -> dict[Key, Row]:
+    return {(s["config"], s["workload"]): s for s in summaries}
 
 
 def summarize(samples: list[Row]) -> list[Row]:
@@ -54,9 +64,9 @@ def summarize(samples: list[Row]) -> list[Row]:
                 },
             }
         )
-    by_key = {(s["config"], s["workload"]): s for s in summaries}
+    found = by_key(summaries)
     for summary in summaries:
-        baseline = by_key.get((BASELINE, summary["workload"]))
+        baseline = found.get((BASELINE, summary["workload"]))
         if baseline is not None and baseline["rps"]:
             summary["ratio_to_baseline"] = summary["rps"] / baseline["rps"]
     return summaries
@@ -90,39 +100,32 @@ def _over(value: float, limit: float, unit: str) -> str:
     return f"{value - limit:.1f} {unit} ({100 * (value / limit - 1):.0f} %) over"
 
 
-def _under(value: float, limit: float) -> str:
-    if value >= limit:
-        return ""
-    return f"{limit - value:.2f}x short ({100 * (1 - value / limit):.0f} % below)"
-
-
 class Targets:
-    """The issue's targets, each as a row: what was measured, whether it is met, the gap."""
+    """The issue's targets, each as a row: what was measured, whether it is met, the gap
+    ("not measured" when a run it needs is missing)."""
 
     def __init__(self, summaries: list[Row], servers: list[Row], pool_total: int) -> None:
-        self.by_key = {(s["config"], s["workload"]): s for s in summaries}
+        self.got = by_key(summaries)
         self.server = next((s for s in servers if s["config"] == BASELINE), None)
         self.pool_total = pool_total
         self.rows: list[Row] = []
 
-    def add(self, name: str, requirement: str, measured: str, met: bool | None, gap: str) -> None:
-        self.rows.append(
-            dict(name=name, requirement=requirement, measured=measured, met=met, gap=gap)
-        )
+    def add(self, name: str, req: str, measured: str, met: bool | None, gap: str = "") -> None:
+        self.rows.append(dict(name=name, requirement=req, measured=measured, met=met, gap=gap))
 
     def missing(self, name: str, requirement: str, what: str) -> None:
-        self.add(name, requirement, f"not measured ({what} not run)", None, "")
+        self.add(name, requirement, f"not measured ({what} not run)", None)
 
-    def within(
+    def up_to(
         self, name: str, req: str, measured: str, value: float, limit: float, *, unit: str
     ) -> None:
         self.add(name, req, measured, value <= limit, _over(value, limit, unit))
 
-    def none_over(self, name: str, requirement: str, measured: str, excess: int, what: str) -> None:
-        self.add(name, requirement, measured, excess <= 0, f"{excess} {what}" if excess > 0 else "")
+    def none_over(self, name: str, req: str, measured: str, excess: int, what: str) -> None:
+        self.add(name, req, measured, excess <= 0, f"{excess} {what}" if excess > 0 else "")
 
     def ratio(self, name: str, requirement: str, other: str, limit: float, workload: str) -> None:
-        a, b = self.by_key.get((BASELINE, workload)), self.by_key.get((other, workload))
+        a, b = self.got.get((BASELINE, workload)), self.got.get((other, workload))
         if a is None or b is None or not b["rps"]:
             return self.missing(name, requirement, f"{workload} on {BASELINE} and {other}")
         value = a["rps"] / b["rps"]
@@ -130,29 +133,28 @@ class Targets:
         ours, theirs = a["server_cpu_ms_per_request"], b["server_cpu_ms_per_request"]
         cpu = f"; server CPU/req {theirs / ours:.2f}x ({ours:.2f} vs {theirs:.2f} ms)"
         measured = f"{value:.2f}x ({a['rps']:.0f} / {b['rps']:.0f} req/s{cpu if ours else ''})"
-        self.add(name, requirement, measured, value >= limit, _under(value, limit))
+        short = f"{limit - value:.2f}x short ({100 * (1 - value / limit):.0f} % below)"
+        self.add(name, requirement, measured, value >= limit, "" if value >= limit else short)
 
-    def at_most(
-        self, name: str, requirement: str, key: tuple[str, str], field: str, limit: int
-    ) -> None:
-        if (s := self.by_key.get(key)) is None:
+    def median_ms(self, name: str, requirement: str, key: Key, field: str, limit: int) -> None:
+        if (s := self.got.get(key)) is None:
             return self.missing(name, requirement, f"{key[1]} on {key[0]}")
         value = s["extra"].get(field, s.get(field))
         measured = f"{value:.1f} ms (median of {s['rounds']} rounds)"
-        self.within(name, requirement, measured, value, limit, unit="ms")
+        self.up_to(name, requirement, measured, value, limit, unit="ms")
 
     def build(self) -> list[Row]:
-        base, ratio, at_most = BASELINE, self.ratio, self.at_most
+        base, ratio, median_ms = BASELINE, self.ratio, self.median_ms
         requirement = "read req/s >= 0.30x floor 5a"
         ratio("read vs raw-asyncpg floor", requirement, "floor-asyncpg", 0.3, "read")
         ratio("read vs code before", "read req/s >= 2.0x cand-before", BEFORE, 2.0, "read")
-        at_most("read p99", "p99 <= 50 ms", (base, "read"), "p99_ms", 50)
+        median_ms("read p99", "p99 <= 50 ms", (base, "read"), "p99_ms", 50)
         self.read_errors()
         requirement = "user req/s >= 2.0x cand-before"
         ratio("unauthenticated read vs code before", requirement, BEFORE, 2.0, "user")
-        at_most("unauthenticated read p99", "p99 <= 50 ms", (base, "user"), "p99_ms", 50)
+        median_ms("unauthenticated read p99", "p99 <= 50 ms", (base, "user"), "p99_ms", 50)
         ratio("insert vs code before", "insert req/s >= 1.6x", BEFORE, 1.6, "insert")
-        at_most("insert p99", "p99 <= 60 ms", (base, "insert"), "p99_ms", 60)
+        median_ms("insert p99", "p99 <= 60 ms", (base, "insert"), "p99_ms", 60)
         ratio("list of 50 vs code before", "list req/s >= 1.6x", BEFORE, 1.6, "list")
         self.signups()
         ratio("metrics on vs off", "read req/s >= 0.90x", "gunicorn-nometrics", 0.9, "read")
@@ -164,10 +166,10 @@ class Targets:
     def read_errors(self) -> None:
         # The steady run is one-row reads too (from a cold start): its failures count.
         name, requirement = "read errors", "zero errors and timeouts"
-        keys = ((BASELINE, "read"), (BASELINE, "steady"))
-        if not (reads := [s for key in keys if (s := self.by_key.get(key)) is not None]):
+        runs = ((BASELINE, "read"), (BASELINE, "steady"))
+        if not (reads := [s for key in runs if (s := self.got.get(key)) is not None]):
             return self.missing(name, requirement, "read on config 1")
-        errors, timeouts = sum(s["errors"] for s in reads), sum(s["timeouts"] for s in reads)
+        errors, timeouts = (sum(s[key] for s in reads) for key in ("errors", "timeouts"))
         measured = f"{errors} errors, {timeouts} timeouts (read + steady runs, all rounds)"
         self.none_over(name, requirement, measured, errors + timeouts, "failed requests")
 
@@ -175,29 +177,29 @@ class Targets:
         """Reads beside sign-ups: the storm on config 1, then issue 13's acceptance (48 sign-up
         clients at cost 12 against 4 workers), and /metrics scraped under load there."""
         name, requirement = "reads during sign-ups", "p99 <= 2x reads alone"
-        storm, read = self.by_key.get((BASELINE, "signup")), self.by_key.get((BASELINE, "read"))
+        storm, read = self.got.get((BASELINE, "signup")), self.got.get((BASELINE, "read"))
         if storm is None or read is None:
             self.missing(name, requirement, "signup/read")
         else:
             factor = storm["p99_ms"] / read["p99_ms"] if read["p99_ms"] else float("inf")
             measured = f"{factor:.2f}x ({storm['p99_ms']:.1f} ms vs {read['p99_ms']:.1f} ms)"
-            self.within(name, requirement, measured, factor, 2, unit="x")
+            self.up_to(name, requirement, measured, factor, 2, unit="x")
         name, requirement = "sign-up flood, slowest answer", "every answer <= 2.5 s"
-        self.at_most(name, requirement, ("gunicorn-4w", "flood"), "flood_max_ms", 2500)
+        self.median_ms(name, requirement, ("gunicorn-4w", "flood"), "flood_max_ms", 2500)
         name, requirement = "reads during the sign-up flood", "p99 <= max(3x reads alone, 25 ms)"
-        flood, read = (self.by_key.get(("gunicorn-4w", key)) for key in ("flood", "read"))
+        flood, read = (self.got.get(("gunicorn-4w", key)) for key in ("flood", "read"))
         if flood is None or read is None:
             self.missing(name, requirement, "flood/read on 1x4")
         else:
             limit, p99 = max(3 * read["p99_ms"], 25.0), flood["p99_ms"]
             measured = f"{p99:.1f} ms vs limit {limit:.1f} ms (reads alone {read['p99_ms']:.1f})"
-            self.within(name, requirement, measured, p99, limit, unit="ms")
+            self.up_to(name, requirement, measured, p99, limit, unit="ms")
         name = "/metrics scrape p99, 4 workers"
-        self.at_most(name, "p99 <= 50 ms", ("gunicorn-4w", "scrape"), "scrape_p99_ms", 50)
+        self.median_ms(name, "p99 <= 50 ms", ("gunicorn-4w", "scrape"), "scrape_p99_ms", 50)
 
     def sessions_and_servers(self) -> None:
         name, requirement = "1000 connections", "no errors (timeouts only where explained)"
-        if (c1000 := self.by_key.get((BASELINE, "c1000"))) is None:
+        if (c1000 := self.got.get((BASELINE, "c1000"))) is None:
             self.missing(name, "no errors", "c1000 on config 1")
         else:
             errors, timeouts, p99 = c1000["errors"], c1000["timeouts"], c1000["p99_ms"]
@@ -205,20 +207,22 @@ class Targets:
             self.none_over(name, requirement, measured, errors, "errors")
         pool = self.pool_total
         name, requirement = "new PG connections, steady run", f"<= total pool size ({pool})"
-        steady = self.by_key.get((BASELINE, "steady"))
+        steady = self.got.get((BASELINE, "steady"))
         if steady is None or (value := steady["new_pg_sessions_max"]) is None:
             self.missing(name, requirement, "steady on config 1")
         else:
             measured = f"{value} (worst of {steady['rounds']} rounds, pool fill included)"
             self.none_over(name, requirement, measured, value - pool, "over")
+        rss_target = ("RSS per worker", "<= 120 MB after the run")
+        start_target = ("start to first 200", "<= 2 s, 2 workers")
         if (server := self.server) is None:
-            self.missing("RSS per worker", "<= 120 MB after the run", "config 1")
-            return self.missing("start to first 200", "<= 2 s, 2 workers", "config 1")
+            self.missing(*rss_target, "config 1")
+            return self.missing(*start_target, "config 1")
         rss, start, starts = server["rss_max_mb"], server["start_max_s"], server["starts"]
         measured = f"{rss:.0f} MB worst worker, {server['rss_median_mb']:.0f} MB median"
-        self.within("RSS per worker", "<= 120 MB after the run", measured, rss, 120, unit="MB")
+        self.up_to(*rss_target, measured, rss, 120, unit="MB")
         measured = f"{server['start_median_s']:.2f} s median, {start:.2f} s worst ({starts} starts)"
-        self.within("start to first 200", "<= 2 s, 2 workers", measured, start, 2, unit="s")
+        self.up_to(*start_target, measured, start, 2, unit="s")
 
 
 def analyse(document: Row) -> Row:
@@ -233,10 +237,10 @@ _MET = {True: "yes", False: "**no**", None: "n/a"}
 
 
 def _ordered(document: Row) -> list[Row]:
-    configs = list(document["configs"])
+    configs, workloads = list(document["configs"]), list(WORKLOADS)
     return sorted(
         document["summaries"],
-        key=lambda s: (WORKLOAD_ORDER.index(s["workload"]), configs.index(s["config"])),
+        key=lambda s: (workloads.index(s["workload"]), configs.index(s["config"])),
     )
 
 
@@ -314,17 +318,10 @@ def _extras_rows(document: Row) -> list[tuple[str, ...]]:
     ]
 
 
-def connection_rows(document: Row) -> list[Row]:
-    """Config 1's one-row reads against connections, and (below) against workers."""
-    by_key = {(s["config"], s["workload"]): s for s in document["summaries"]}
-    steps = [(n, by_key.get((BASELINE, w))) for w, n in CONNECTION_STEPS]
-    return [{"connections": n, **s} for n, s in steps if s is not None]
-
-
-def worker_rows(document: Row) -> list[Row]:
-    by_key = {(s["config"], s["workload"]): s for s in document["summaries"]}
-    steps = [(n, by_key.get((c, "read"))) for c, n in WORKER_STEPS]
-    return [{"workers": n, **s} for n, s in steps if s is not None]
+def curve(document: Row, against: str) -> list[Row]:
+    """The rows of one scaling curve that the run measured."""
+    found = by_key(document["summaries"])
+    return [{against: x, **found[key]} for key, x in CURVES[against].items() if key in found]
 
 
 def columns(columns: dict[str, str], rows: list[Row]) -> list[str]:
@@ -422,7 +419,7 @@ def markdown(document: Row) -> str:
         f"![req/s and p99 per configuration]({PLOT_NAME})",
         "",
     ]
-    by_connections, by_workers = connection_rows(document), worker_rows(document)
+    by_connections, by_workers = curve(document, "connections"), curve(document, "workers")
     if by_connections or by_workers:
         out += ["## Scaling (config 1, one-row reads)", ""]
         out += columns(CONNECTION_COLUMNS, by_connections) if by_connections else []

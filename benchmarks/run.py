@@ -19,7 +19,6 @@ import shlex
 import shutil
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -28,11 +27,11 @@ from typing import Any
 
 from benchmarks import plot, report, soak
 from benchmarks.harness import SETTINGS, WORKLOADS, Database, Harness, say
-from benchmarks.measure import WrkError, describe, wrk_version
+from benchmarks.measure import describe, wrk_version
 from benchmarks.servers import BASELINE, BENCH_DIR, CONFIGS
 from service.core.settings import Settings
 from tooling.database import fetch_value, fresh_database
-from tooling.postgres import EmbeddedPostgres
+from tooling.postgres import EmbeddedPostgres, provided_database
 
 
 def _csv(choices: list[str]) -> Any:
@@ -66,7 +65,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also run config 1 from another source tree (a tuning to compare), repeatable",
     )
     add("--out", type=Path, default=BENCH_DIR, help="results directory")
-    add("--keep-logs", action="store_true", help="keep server logs")
     add("--report-only", action="store_true", help="re-render from results.json")
     add(
         "--soak",
@@ -81,18 +79,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 @contextmanager
 def provide_database() -> Iterator[Database]:
     """A fresh database, migrated, on DATABASE_URL's server or else on the embedded PostgreSQL
-    in .pgdata/bench; dropped afterwards. Session counts are read from the server's URL: another
-    database, so reading them opens no session in the one being measured."""
-    server = None
-    if not (url := os.environ.get("DATABASE_URL")):
-        server = EmbeddedPostgres(BENCH_DIR.parent / ".pgdata" / "bench", log=say)
-        url = server.start()
-    try:
-        with fresh_database(url, prefix="bench", say=say) as fresh:
-            yield Database(fresh, url, server.postmaster_pid() if server else None)
-    finally:
-        if server is not None:
-            server.stop_if_started_here()
+    in .pgdata/bench (whose CPU is measured too); dropped afterwards. Session counts are read
+    from the server's URL: another database, so reading them opens no session in the one
+    being measured."""
+    data_dir = BENCH_DIR.parent / ".pgdata" / "bench"
+    with (
+        provided_database(None, say, data_dir) as url,
+        fresh_database(url, prefix="bench", say=say) as fresh,
+    ):
+        embedded = None if os.environ.get("DATABASE_URL") else EmbeddedPostgres(data_dir)
+        yield Database(fresh, url, embedded.postmaster_pid() if embedded else None)
 
 
 def _service_settings() -> str:
@@ -102,12 +98,14 @@ def _service_settings() -> str:
     return "defaults, except " + ", ".join(changed) if changed else "defaults"
 
 
-def build_document(bench: Harness, started: datetime, machine: dict[str, str]) -> dict[str, Any]:
+def build_document(
+    bench: Harness, command: str, started: datetime, machine: dict[str, str]
+) -> dict[str, Any]:
     args = bench.args
     pool = Settings(database_url=bench.database.url).connections_per_worker
     document = {
         "run": {
-            "command": ("python -m benchmarks.run " + shlex.join(sys.argv[1:])).strip(),
+            "command": command,
             "started": started.isoformat(timespec="seconds"),
             "elapsed_minutes": (datetime.now(UTC) - started).total_seconds() / 60,
             "rounds": args.rounds,
@@ -141,37 +139,28 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.report_only:
         document = json.loads((args.out / "results.json").read_text())
-        document["run"].setdefault("pool_total", 2 * Settings().connections_per_worker)
         publish(report.analyse(document), args.out)
         return 0
-    try:
-        wrk = wrk_version()
-    except WrkError as exc:
-        say(str(exc))
-        return 2
+    wrk = wrk_version()
     started = datetime.now(UTC)
+    given = sys.argv[1:] if argv is None else argv
+    command = shlex.join(["python", "-m", "benchmarks.run", *given])
     work_dir = Path(tempfile.mkdtemp(prefix="bench-run-"))
     with provide_database() as database:
         version = str(fetch_value(database.url, "SHOW server_version"))
-        database.version_num = int(str(fetch_value(database.url, "SHOW server_version_num")))
         machine = describe(wrk_version=wrk, postgres_version=version)
         bench = Harness(args, database, work_dir)
         bench.seed()
         if args.soak:
             result = soak.soak(bench, args.soak)
             args.out.mkdir(parents=True, exist_ok=True)
-            command = "python -m benchmarks.run " + shlex.join(
-                sys.argv[1:] if argv is None else argv
-            )
-            soak.write(result, args.out, command.strip())
+            soak.write(result, args.out, command)
             shutil.rmtree(work_dir, ignore_errors=True)
             return 0 if all(v["met"] for v in result["verdicts"]) else 1
-        run_started = time.monotonic()
         bench.run()
-        say(f"all rounds done in {(time.monotonic() - run_started) / 60:.1f} min")
-    document = build_document(bench, started, machine)
+    document = build_document(bench, command, started, machine)
     publish(document, args.out)
-    if args.keep_logs or bench.failures:
+    if bench.failures:
         say(f"server logs kept in {work_dir}")
     else:
         shutil.rmtree(work_dir, ignore_errors=True)

@@ -16,29 +16,27 @@ from pathlib import Path
 
 from tooling.gunicorn import launch, stop
 from tooling.postgres import free_port
-from tooling.processes import children_of, cmdline, rss_mb
+from tooling.processes import children_of, cmdline
 
 BENCH_DIR = Path(__file__).resolve().parent
 PROJECT_ROOT = BENCH_DIR.parent
-_LOGGING = str(BENCH_DIR / "uvicorn_logging.json")
-_GUNICORN = (sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py")
-_FLOOR = (sys.executable, "-m", "gunicorn", "-c", str(BENCH_DIR / "floor_gunicorn_conf.py"))
-# As one would type them (the port, where it is an argument, is added per start).
+_LOGGING = shlex.quote(str(BENCH_DIR / "uvicorn_logging.json"))
+# As one would type them after `python`; "{port}" is replaced per start (gunicorn reads BIND
+# from the environment).
+_GUNICORN = "-m gunicorn -c gunicorn.conf.py"
+# The floor starts in benchmarks/, where gunicorn finds no gunicorn.conf.py: these flags only.
+_FLOOR = (
+    f"-m gunicorn --pythonpath {shlex.quote(str(PROJECT_ROOT))} --bind 127.0.0.1:{{port}}"
+    " -k service.core.worker.ServiceWorker --keep-alive 5 --log-level warning"
+    " --no-control-socket 'benchmarks.floor_app:create_app()'"
+)
 _UVICORN = (
-    sys.executable,
-    *shlex.split(
-        "-m uvicorn --factory service.app:create_app --host 127.0.0.1 --loop uvloop --http "
-        "httptools --lifespan on --no-access-log --timeout-keep-alive 5 --log-config"
-    ),
-    _LOGGING,
+    "-m uvicorn --factory service.app:create_app --host 127.0.0.1 --loop uvloop --http httptools "
+    f"--lifespan on --no-access-log --timeout-keep-alive 5 --log-config {_LOGGING} --port {{port}}"
 )
 _GRANIAN = (
-    sys.executable,
-    *shlex.split(
-        "-m granian --interface asgi --factory --host 127.0.0.1 --loop uvloop --no-access-log "
-        "--workers 2 --log-config"
-    ),
-    _LOGGING,
+    "-m granian --interface asgi --factory --host 127.0.0.1 --loop uvloop --no-access-log "
+    f"--workers 2 --log-config {_LOGGING} --port {{port}} service.app:create_app"
 )
 APP_WORKLOADS = ("read", "user", "insert", "list", "signup")
 # Read at other connection counts, for the scaling curve (50 is `read` itself).
@@ -50,7 +48,7 @@ READY_TIMEOUT_SECONDS = 60.0
 class ServerConfig:
     key: str
     label: str
-    command: tuple[str, ...]  # "{port}" is replaced (gunicorn reads BIND from the environment)
+    command: str  # after `python`
     workloads: tuple[str, ...] = ("read",)
     workers: int = 2
     env: Mapping[str, str] = field(default_factory=dict)
@@ -67,41 +65,34 @@ CONFIGS: dict[str, ServerConfig] = {
             ("steady", *APP_WORKLOADS, *SCALING_WORKLOADS),
         ),
         ServerConfig(
-            "uvicorn-w2",
-            "2 uvicorn --workers 2",
-            (*_UVICORN, "--workers", "2", "--port", "{port}"),
-            APP_WORKLOADS,
+            "uvicorn-w2", "2 uvicorn --workers 2", f"{_UVICORN} --workers 2", APP_WORKLOADS
         ),
         ServerConfig(
             "gunicorn-asgi",
             "3 gunicorn -k asgi (native ASGI worker), 2 workers",
-            (*_GUNICORN, "-k", "asgi"),
+            f"{_GUNICORN} -k asgi",
             APP_WORKLOADS,
         ),
         ServerConfig(
             "granian",
             "3g granian --interface asgi --workers 2",
-            (*_GRANIAN, "--port", "{port}", "service.app:create_app"),
+            _GRANIAN,
             APP_WORKLOADS,
         ),
-        ServerConfig(
-            "uvicorn-1",
-            "4 uvicorn, one process",
-            (*_UVICORN, "--port", "{port}"),
-            APP_WORKLOADS,
-            workers=1,
-        ),
+        ServerConfig("uvicorn-1", "4 uvicorn, one process", _UVICORN, APP_WORKLOADS, workers=1),
         ServerConfig(
             "floor-asyncpg",
             "5a floor: bare ASGI + asyncpg prepared statement, 2 workers",
             _FLOOR,
             env={"FLOOR_MODE": "asyncpg"},
+            cwd=BENCH_DIR,
         ),
         ServerConfig(
             "floor-static",
             "5b floor: bare ASGI, static JSON, 2 workers",
             _FLOOR,
             env={"FLOOR_MODE": "static"},
+            cwd=BENCH_DIR,
         ),
         ServerConfig(
             "gunicorn-nometrics",
@@ -170,9 +161,6 @@ class RunningServer:
             self.process.pid
         ]
 
-    def worker_rss_mb(self) -> list[float]:
-        return [rss for pid in self.worker_pids() if (rss := rss_mb(pid)) is not None]
-
     def wait_first_200(self) -> float:
         """Seconds from the start to the first 200 on /livez."""
         while time.monotonic() < self.started_at + READY_TIMEOUT_SECONDS:
@@ -209,7 +197,7 @@ def start_server(
     # stdout carries the JSON access log (as a deployment would ship it); stderr is kept.
     # A session of its own, as every committed measurement was made (see tooling.gunicorn).
     process = launch(
-        [part.replace("{port}", str(port)) for part in config.command],
+        [sys.executable, *shlex.split(config.command.replace("{port}", str(port)))],
         env=env,
         log_path=log_path,
         cwd=config.cwd,

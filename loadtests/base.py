@@ -10,6 +10,7 @@ import re
 import time
 import uuid
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -19,12 +20,13 @@ from urllib.parse import urlencode
 from locust import FastHttpUser
 from locust.exception import StopUser
 
-from loadtests import checks
-from loadtests.checks import Check
+from tooling import checks
+from tooling.checks import Check
 from tooling.ledger import ITEM_CREATED, ITEM_DELETED, USER_CREATED, LedgerWriter
 
 PASSWORD = "loadtest-pass-42"
 TOKEN_REFRESH_AFTER_SECONDS = 300.0
+Expect = Mapping[int, Check | None]  # the statuses that are right, each with its content check
 
 
 @dataclass
@@ -89,11 +91,15 @@ def not_found(body: Any) -> str | None:
     return checks.detail_problem(body, contains="not found")
 
 
-def refused(body: Any) -> str | None:
-    """A refused login: a wrong password, or too many attempts."""
-    return checks.detail_problem(body, contains="incorrect") and checks.detail_problem(
-        body, contains="too many"
-    )
+def taken(body: Any) -> str | None:
+    return checks.detail_problem(body, contains="taken")
+
+
+# A refused login: a wrong password (401), or too many attempts (429).
+REFUSED: Expect = {
+    401: partial(checks.detail_problem, contains="incorrect"),
+    429: partial(checks.detail_problem, contains="too many"),
+}
 
 
 class ApiUser(FastHttpUser):
@@ -118,15 +124,14 @@ class ApiUser(FastHttpUser):
         self,
         method: str,
         path: str,
+        expect: Expect,
         *,
-        expect: tuple[int, ...] = (200,),
-        check: Check | None = None,
         account: Account | None = None,
         form: dict[str, str] | None = None,
         **send: Any,
     ) -> Any:
-        """The decoded body ({} for 204) when status and content are right, else None. `send`:
-        the request's json and headers."""
+        """The decoded body ({} for 204) when the status is one `expect`ed and its check (if
+        any) passes, else None. `send`: the request's json and headers."""
         headers = send["headers"] = dict(send.get("headers") or {})
         if account is not None:
             if time.monotonic() - account.issued_at > TOKEN_REFRESH_AFTER_SECONDS:
@@ -144,7 +149,7 @@ class ApiUser(FastHttpUser):
                 return None
             try:
                 body = response.json() if status != 204 else {}
-                problem = check(body) if check is not None else None
+                problem = check(body) if (check := expect[status]) else None
             except Exception as exc:  # nothing may escape the with-block unreported
                 problem = f"body not JSON or check raised: {exc!r}"
             if problem:
@@ -159,16 +164,11 @@ class ApiUser(FastHttpUser):
     ) -> Account | None:
         """POST /users; with `taken_ok`, a 409 for a name another client took first is right
         too (the account then has no pubid until it logs in)."""
-
-        def check(body: Any) -> str | None:
-            if taken_ok and "detail" in body:
-                return checks.detail_problem(body, contains="taken")
-            return checks.user_problem(body, name=name, fullname=fullname)
-
+        created = partial(checks.user_problem, name=name, fullname=fullname)
         json: dict[str, Any] = {"name": name, "password": PASSWORD, "fullname": fullname}
         json["initial_items"] = [f"item-{n}" for n in range(items)]
-        expect = (201, 409) if taken_ok else (201,)
-        body = self.call("POST", "/users", expect=expect, json=json, check=check)
+        expect: Expect = {201: created, 409: taken} if taken_ok else {201: created}
+        body = self.call("POST", "/users", expect, json=json)
         if body is None:
             return None
         account = Account(name, pubid=body.get("pubid", ""))
@@ -194,7 +194,7 @@ class ApiUser(FastHttpUser):
     def _tokens(
         self, account: Account, path: str, form: dict[str, str], headers: Any = None
     ) -> bool:
-        body = self.call("POST", path, form=form, headers=headers, check=checks.tokens_problem)
+        body = self.call("POST", path, {200: checks.tokens_problem}, form=form, headers=headers)
         if body is None:
             return False
         account.access_token = body["access_token"]
@@ -204,19 +204,15 @@ class ApiUser(FastHttpUser):
         return True
 
     def wrong_login(self, username: str, password: str, headers: dict[str, str]) -> None:
-        """A wrong password (401), or too many attempts (429)."""
         form = {"username": username, "password": password}
-        self.call(
-            "POST", "/auth/token", expect=(401, 429), form=form, headers=headers, check=refused
-        )
+        self.call("POST", "/auth/token", REFUSED, form=form, headers=headers)
 
     # -- users ----------------------------------------------------------------------------
     def users_page(self, limit: int, offset: int = 0, *, close: bool = False) -> Any:
         check = partial(checks.users_page_problem, limit=limit)
         headers = {"Connection": "close"} if close else None
-        body = self.call(
-            "GET", f"/users?limit={limit}&offset={offset}", headers=headers, check=check
-        )
+        path = f"/users?limit={limit}&offset={offset}"
+        body = self.call("GET", path, {200: check}, headers=headers)
         return None if body is None else body["users"]
 
     def user_detail(
@@ -226,13 +222,11 @@ class ApiUser(FastHttpUser):
         with `missing_ok`, a 404 that says so is right too."""
 
         def check(body: Any) -> str | None:
-            if missing_ok and "detail" in body:
-                return not_found(body)
             problem = checks.user_detail_problem(body, pubid=pubid, **expected)
             return problem or (extra(body) if extra else None)
 
-        expect = (200, 404) if missing_ok else (200,)
-        self.call("GET", f"/users/{pubid}?incl_items=true", expect=expect, check=check)
+        expect = {200: check, 404: not_found} if missing_ok else {200: check}
+        self.call("GET", f"/users/{pubid}?incl_items=true", expect)
 
     def set_fullname(self, account: Account, fullname: str) -> Any:
         """The updated user, or None."""
@@ -240,7 +234,7 @@ class ApiUser(FastHttpUser):
             checks.user_problem, pubid=account.pubid, name=account.name, fullname=fullname
         )
         json = {"fullname": fullname}
-        return self.call("PUT", f"/users/{account.pubid}", account=account, json=json, check=check)
+        return self.call("PUT", f"/users/{account.pubid}", {200: check}, account=account, json=json)
 
     # -- items ----------------------------------------------------------------------------
     def list_items(self, account: Account, *, limit: int = 500, count: int | None = None) -> bool:
@@ -250,7 +244,7 @@ class ApiUser(FastHttpUser):
         check = partial(
             checks.items_page_problem, owner=account.pubid, expected=expected, count=count
         )
-        body = self.call("GET", f"/items?limit={limit}", account=account, check=check)
+        body = self.call("GET", f"/items?limit={limit}", {200: check}, account=account)
         if body is not None and count is not None:
             account.items = {item["pubid"]: item["name"] for item in body["items"]}
         return body is not None
@@ -258,7 +252,7 @@ class ApiUser(FastHttpUser):
     def create_item(self, account: Account, name: str) -> bool:
         check = partial(checks.item_problem, name=name, owner=account.pubid)
         json = {"name": name, "user_pubid": account.pubid}
-        body = self.call("POST", "/items", expect=(201,), account=account, json=json, check=check)
+        body = self.call("POST", "/items", {201: check}, account=account, json=json)
         if body is None:
             return False
         account.items[body["pubid"]] = name
@@ -267,16 +261,16 @@ class ApiUser(FastHttpUser):
 
     def read_item(self, account: Account, pubid: str, **expected: Any) -> None:
         check = partial(checks.item_problem, pubid=pubid, owner=account.pubid, **expected)
-        self.call("GET", f"/items/{pubid}", account=account, check=check)
+        self.call("GET", f"/items/{pubid}", {200: check}, account=account)
 
     def set_item_added(self, account: Account, pubid: str, added: datetime) -> Any:
         """The updated item, or None."""
         check = partial(checks.item_problem, pubid=pubid, owner=account.pubid, added=added)
         json = {"added": added.isoformat()}
-        return self.call("PUT", f"/items/{pubid}", account=account, json=json, check=check)
+        return self.call("PUT", f"/items/{pubid}", {200: check}, account=account, json=json)
 
     def delete_item(self, account: Account, pubid: str) -> bool:
-        if self.call("DELETE", f"/items/{pubid}", expect=(204,), account=account) is None:
+        if self.call("DELETE", f"/items/{pubid}", {204: None}, account=account) is None:
             return False
         account.items.pop(pubid, None)
         STATE.record(ITEM_DELETED, pubid=pubid, owner=account.pubid)

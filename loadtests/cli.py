@@ -4,8 +4,7 @@
 
 creates users with items through the API and reads each back (`tooling.seed`, the seeder the
 benchmarks use too). Ad-hoc load needs no wrapper: Locust's own command line runs the
-scenarios with their checks and gates (see loadtests/locustfile.py), e.g. `locust -f
-loadtests/locustfile.py -H URL --headless -u 20 -t 30s --mix polling=1,contention=1`, and
+scenarios with their checks and gates (see loadtests/locustfile.py), and
 `python -m loadtests.proof --url URL` reconciles.
 """
 
@@ -28,11 +27,10 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-    seed_cmd = sub.add_parser("seed", help="add sample users and items through the API")
-    seed_cmd.add_argument("--url", required=True)
-    seed_cmd.add_argument("--users", type=int, default=20)
-    seed_cmd.add_argument("--items", type=int, default=3)
+    parser.add_argument("command", choices=["seed"], help="add sample users and items")
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--users", type=int, default=20)
+    parser.add_argument("--items", type=int, default=3)
     args = parser.parse_args(argv)
     started = time.monotonic()
     results = seed(args.url.rstrip("/"), users=args.users, items=args.items)

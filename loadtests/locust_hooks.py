@@ -7,11 +7,11 @@ Imported by the locustfile only (it imports locust, hence gevent's monkey-patchi
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ import gevent
 from locust import events
 from locust.env import Environment
 from locust.runners import MasterRunner, Runner, WorkerRunner
-from locust.stats import PERCENTILES_TO_REPORT, RequestStats, StatsCSV, StatsEntry
+from locust.stats import RequestStats, StatsEntry
 
 from loadtests import gates
 from loadtests.base import STATE
@@ -80,19 +80,13 @@ def on_init(environment: Environment, runner: Runner, **_: Any) -> None:
 def select_user_classes(environment: Environment) -> None:
     """Apply --mix weights and drop classes that --tags/--exclude-tags leave without tasks
     (Locust would otherwise spawn them and fail)."""
-    options: Any = environment.parsed_options
-    mix = gates.parse_spec(options.mix)
-    include, exclude = set(options.tags or ()), set(options.exclude_tags or ())
-    kept = []
+    mix = gates.parse_spec(getattr(environment.parsed_options, "mix", ""))
+    environment._filter_tasks_by_tags()  # Locust's own, which otherwise runs at test start
     for user_class in environment.user_classes:
         if mix:
             weight = mix.get(getattr(user_class, "scenario", ""), 0)
             user_class.weight = round(weight * getattr(user_class, "weight_factor", 1))
-        tag_sets = [set(getattr(task, "locust_tag_set", ())) for task in user_class.tasks]
-        if user_class.weight > 0 and any(
-            (not include or tags & include) and not tags & exclude for tags in tag_sets
-        ):
-            kept.append(user_class)
+    kept = [user for user in environment.user_classes if user.weight > 0 and user.tasks]
     if not kept:
         raise ValueError("no user class left to run: check --mix, --tags and the class names")
     environment.user_classes[:] = kept
@@ -161,9 +155,7 @@ def on_test_stop(environment: Environment, **_: Any) -> None:
         role=role,
         throttled_logins=STATE.throttled_logins,
     )
-    STATE.throttled_logins = 0
-    STATE.requests.clear()
-    STATE.worker_pids.clear()
+    STATE.requests, STATE.worker_pids, STATE.throttled_logins = Counter(), Counter(), 0
 
 
 def _scenario_figures(entry: StatsEntry) -> dict[str, float]:
@@ -186,6 +178,9 @@ def on_quitting(environment: Environment, **_: Any) -> None:
         "exceptions": sum(int(e.get("count", 1)) for e in runner.exceptions.values()),
         "rps": float(total.total_rps or 0),
         "scenarios": {e.name: _scenario_figures(e) for e in scenarios if e.num_requests},
+        "routes": {
+            f"{e.method} {e.name}": e.num_requests for e in environment.stats.entries.values()
+        },
     }
     limits = {
         "max_fail_ratio": options.max_fail_ratio,
@@ -194,10 +189,6 @@ def on_quitting(environment: Environment, **_: Any) -> None:
         "min_rps": options.min_rps,
     }
     found = gates.breaches(figures, limits)
-    if options.csv_prefix:
-        # Locust rewrites this file once a second, not at exit: it may miss the last second.
-        with open(f"{options.csv_prefix}_stats.csv", "w", newline="", encoding="utf-8") as out:
-            StatsCSV(environment, PERCENTILES_TO_REPORT).requests_csv(csv.writer(out))
     if options.gates_file:
         verdict = {"passed": not found, "breaches": found, "figures": figures, "gates": limits}
         Path(options.gates_file).write_text(json.dumps(verdict, indent=2), encoding="utf-8")

@@ -1,4 +1,4 @@
-"""Locust scenarios for the service. From the project root:
+"""Locust scenarios for the service. From the project root (Locust puts it on sys.path):
 
     locust -f loadtests/locustfile.py -H http://127.0.0.1:8000                 # web UI
     locust -f loadtests/locustfile.py -H URL --headless -u 40 -r 10 -t 60s \\
@@ -17,30 +17,24 @@ from __future__ import annotations
 import itertools
 import os
 import random
-import sys
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from locust import between, tag, task
 
-# Locust puts this file's directory on sys.path, not the project root that holds the
-# `loadtests` package; `python -m locust` from the root works either way, `locust` may not.
-_ROOT = str(Path(__file__).resolve().parents[1])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-from loadtests import checks, locust_hooks  # noqa: E402, F401  (importing registers the hooks)
-from loadtests.base import (  # noqa: E402
+from loadtests import locust_hooks  # noqa: F401  (importing registers the hooks)
+from loadtests.base import (
     STATE,
     ApiUser,
     forwarded_for,
     needed,
     not_found,
     random_timestamp,
+    taken,
     unique_name,
 )
-from tooling.ledger import HOT_WRITE, USER_DELETED  # noqa: E402
+from tooling import checks
+from tooling.ledger import HOT_WRITE, USER_DELETED
 
 BROWSE_PAGE = 20  # users per page
 INITIAL_ITEMS = 3  # a browser's own items, created with it
@@ -142,7 +136,7 @@ class Writer(ApiUser):
             return
         pubid = random.choice(list(account.items))
         if self.delete_item(account, pubid):
-            self.call("GET", f"/items/{pubid}", expect=(404,), account=account, check=not_found)
+            self.call("GET", f"/items/{pubid}", {404: not_found}, account=account)
 
     @tag("write", "read")
     @task(2)
@@ -182,13 +176,8 @@ class SignupStorm(ApiUser):
     @task(1)
     def duplicate_name(self) -> None:
         if self.accounts:
-            self.call(
-                "POST",
-                "/users",
-                expect=(409,),
-                json={"name": random.choice(self.accounts).name, "password": "another-pass-7"},
-                check=partial(checks.detail_problem, contains="taken"),
-            )
+            json = {"name": random.choice(self.accounts).name, "password": "another-pass-7"}
+            self.call("POST", "/users", {409: taken}, json=json)
 
     @tag("signup")
     @task(1)
@@ -207,7 +196,7 @@ class SignupStorm(ApiUser):
             return
         account = random.choice(self.accounts)
         check = partial(checks.user_problem, pubid=account.pubid, name=account.name)
-        self.call("GET", f"/users/{account.pubid}", check=check)
+        self.call("GET", f"/users/{account.pubid}", {200: check})
 
     @tag("signup", "write")
     @task(1)
@@ -216,9 +205,9 @@ class SignupStorm(ApiUser):
             return
         account = self.accounts.pop(random.randrange(len(self.accounts)))
         path = f"/users/{account.pubid}"
-        if self.call("DELETE", path, expect=(204,), account=account) is not None:
+        if self.call("DELETE", path, {204: None}, account=account) is not None:
             STATE.record(USER_DELETED, pubid=account.pubid, items=len(account.items))
-            self.call("GET", path, expect=(404,), check=not_found)
+            self.call("GET", path, {404: not_found})
 
 
 def _fullname_problem(body: dict[str, Any]) -> str | None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import json
 import os
 import re
@@ -38,9 +37,8 @@ from tooling.database import fresh_database
 from tooling.gunicorn import Gunicorn, launch, run_gunicorn, stop, wait_for
 from tooling.ledger import read_ledger
 from tooling.metrics import Snapshot, scrape
-from tooling.postgres import free_port, provided_database
+from tooling.postgres import PROJECT_ROOT, free_port, provided_database
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SETTLE_SECONDS = 10.0
 STOP_TIMEOUT = 20  # seconds for Locust's users to finish their task
 
@@ -117,7 +115,6 @@ def parser() -> argparse.ArgumentParser:
     load.add_argument(
         "--distributed",
         "--processes",
-        dest="distributed",
         type=int,
         default=0,
         metavar="N",
@@ -247,17 +244,16 @@ def run_locust(args: argparse.Namespace, url: str, out: Path) -> int:
 def settle(url: str) -> tuple[Snapshot, int]:
     """The final scrape, once nothing is in flight (or SETTLE_SECONDS passed). Returns it
     and how many scrapes it took (all but the last are counted in it)."""
-    deadline = time.monotonic() + SETTLE_SECONDS
-    attempts = 0
-    with httpx.Client(base_url=url, timeout=10) as http:
-        while True:
-            attempts += 1
-            snapshot = scrape(http)
-            busy = sum(snapshot.in_progress.values()) > 1  # besides this scrape
-            busy = busy or sum(snapshot.pool_checked_out.values()) > 0
-            if not busy or time.monotonic() > deadline:
-                return snapshot, attempts
-            time.sleep(0.3)
+    scrapes: list[Snapshot] = []
+
+    def idle() -> bool:
+        scrapes.append(now := scrape(http))
+        in_flight = sum(now.in_progress.values()) - 1  # besides this scrape
+        return in_flight <= 0 and sum(now.pool_checked_out.values()) == 0
+
+    with httpx.Client(base_url=url, timeout=10) as http, contextlib.suppress(TimeoutError):
+        wait_for(idle, timeout=SETTLE_SECONDS, interval=0.3, what="idle gauges")
+    return scrapes[-1], len(scrapes)
 
 
 def gates_check(out: Path, code: int) -> tuple[Check, dict[str, Any]]:
@@ -326,9 +322,8 @@ def run_and_reconcile(
         report.write(result, out, say)
         return result
 
-    with (out / "locust_stats.csv").open(newline="") as handle:
-        rows = [row for row in csv.DictReader(handle) if row["Name"] != "Aggregated"]
-    locust = Counter({(row["Type"], row["Name"]): int(row["Request Count"]) for row in rows})
+    routes = verdict.get("figures", {}).get("routes", {})
+    locust = Counter({tuple(key.split(" ", 1)): count for key, count in routes.items()})
     server_counts = final.by_route()
     server_counts.subtract(baseline.by_route())
     # /metrics requests: the baseline scrape, the sampler's, and all but the last settling one.

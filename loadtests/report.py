@@ -5,7 +5,7 @@ display."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sized
+from collections.abc import Callable, Iterable, Sized
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,19 +37,19 @@ class ProofResult:
         return bool(self.checks) and all(check.passed is not False for check in self.checks)
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def _table(header: list[str], rows: Iterable[Iterable[object]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return [*lines, *("| " + " | ".join(row) + " |" for row in rows), ""]
+    return [*lines, *("| " + " | ".join(map(str, row)) + " |" for row in rows), ""]
 
 
-def _scenario_rows(verdict: dict[str, Any]) -> list[list[str]]:
+def _scenario_rows(verdict: dict[str, Any]) -> list[list[object]]:
     def gated(figures: dict[str, float], gate: str, name: str) -> str:
         most = gates.limit(verdict["gates"], gate, name)
         return f"{figures[gate]:.0f}" + (f" (≤ {most:g})" if most is not None else "")
 
     return [
         [
-            *(name, str(s["requests"]), str(s["failures"]), f"{s['p50_ms']:.0f}"),
+            *(name, s["requests"], s["failures"], f"{s['p50_ms']:.0f}"),
             *(gated(s, "p95_ms", name), gated(s, "p99_ms", name), f"{s['max_ms']:.0f}"),
         ]
         for name, s in sorted(verdict["figures"]["scenarios"].items())
@@ -59,31 +59,25 @@ def _scenario_rows(verdict: dict[str, Any]) -> list[list[str]]:
 def markdown(result: ProofResult) -> str:
     ledger, verdict = result.ledger, result.verdict
     lines = [f"# Concurrency proof: {'PASS' if result.passed else 'FAIL'}", ""]
-    lines += _table(["Setting", "Value"], [[k, v] for k, v in result.setup.items()])
+    lines += _table(["Setting", "Value"], result.setup.items())
     lines += ["## Checks", ""]
     lines += _table(
         ["Check", "Result", "Detail"],
-        [[c.name, f"**{c.label}**", c.detail.replace("|", "/")] for c in result.checks],
+        ([c.name, f"**{c.label}**", c.detail.replace("|", "/")] for c in result.checks),
     )
     lines += ["## Requests per route: Locust vs the server's /metrics", ""]
     lines += _table(
         ["Method", "Route", "Locust", "Server", ""],
-        [
-            [
-                r.method,
-                f"`{r.route}`",
-                str(r.locust),
-                str(r.server),
-                "ok" if r.locust == r.server else "≠",
-            ]
+        (
+            [r.method, f"`{r.route}`", r.locust, r.server, "ok" if r.locust == r.server else "≠"]
             for r in result.routes
-        ],
+        ),
     )
     lines += ["GET /metrics is the proof's own sampling (its count is the number of scrapes).", ""]
     lines += ["## Requests per worker", ""]
     lines += _table(
         ["Worker slot", "Requests", "Share"],
-        [[w.slot, str(w.requests), f"{w.share:.1%}"] for w in result.workers],
+        ([w.slot, w.requests, f"{w.share:.1%}"] for w in result.workers),
     )
     if verdict:
         lines += ["## Latency per scenario (ms) and gates", ""]
@@ -103,7 +97,7 @@ def markdown(result: ProofResult) -> str:
     lines += ["## What Locust created and deleted", ""]
     lines += _table(
         ["Resource", "Created (201)", "Deleted (204)", "Should exist now"],
-        [[name, *(str(len(rows)) for rows in sets)] for name, *sets in created],
+        ([name, *map(len, sets)] for name, *sets in created),
     )
     if result.plots:
         lines += ["## Plots", "", *(f"![{name}]({name})" for name in result.plots), ""]

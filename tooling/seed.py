@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 import httpx
 
-from loadtests import checks
+from tooling import checks
 
 PASSWORD = "sample-pass-1"
 

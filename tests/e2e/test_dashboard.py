@@ -19,6 +19,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.api import WRONG_PASSWORD, attempt, fresh_address, room_in_window, signup
 from tests.support.processes import TEST_ENV
 from tests.support.system import require_binary
 from tests.support.traffic import Client, Traffic, crossing_batches, item_journey, unique_prefix
@@ -90,12 +91,15 @@ async def test_dashboard_queries_use_exported_metrics_and_evaluate(database_url:
     traffic = Traffic()
     with run_gunicorn(database_url, workers=2, env=TEST_ENV) as server:
         # Traffic that touches every metric: signups, logins that fail and succeed, item
-        # CRUD, and crossing bulk updates until PostgreSQL reports a deadlock (retried).
+        # CRUD, a throttled login, a logout, and crossing bulk updates until PostgreSQL
+        # reports a deadlock (retried).
         prefix = unique_prefix("dash")
         async with Client([server.url], traffic) as client:
             await item_journey(client, f"{prefix}-a")
-        for attempt in range(4):
-            await crossing_batches([server.url], traffic, f"{prefix}-x{attempt}")
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            await _throttled_login_and_logout(http)
+        for round_no in range(4):
+            await crossing_batches([server.url], traffic, f"{prefix}-x{round_no}")
             if "db_errors_total" in await _sample_names(server.url):
                 break
         # A worker that exits (and is replaced) feeds worker_exits_total/worker_starts_total.
@@ -132,6 +136,19 @@ async def test_dashboard_queries_use_exported_metrics_and_evaluate(database_url:
                 )
             except TimeoutError:
                 pytest.fail(f"no series from Prometheus for: {unanswered}")
+
+
+async def _throttled_login_and_logout(http: httpx.AsyncClient) -> None:
+    """Feeds the authentication row: one login refused by the per-(user, address) limit
+    (its default, 10 failures per window, is left on in the test settings) and one logout."""
+    account = await signup(http)
+    address = fresh_address()
+    await room_in_window()
+    statuses = [
+        (await attempt(http, account.name, WRONG_PASSWORD, address)).status_code for _ in range(11)
+    ]
+    assert statuses == [401] * 10 + [429], statuses
+    assert (await http.post("/auth/logout", headers=account.auth)).status_code == 204
 
 
 async def _scrape_text(base: str) -> str:

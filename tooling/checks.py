@@ -1,5 +1,5 @@
-"""Response content checks, shared by every scenario and the sample-data seeder. Each returns
-None when the payload is right, or the reason it is not (Locust's failure message).
+"""Response content checks, shared by the Locust scenarios and the sample-data seeder. Each
+returns None when the payload is right, or the reason it is not (Locust's failure message).
 
 Pure functions over decoded JSON: no Locust or gevent import, so they can be reused anywhere."""
 
@@ -11,26 +11,24 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-
-def is_uuid(value: object) -> bool:
-    try:
-        uuid.UUID(str(value))
-    except ValueError:
-        return False
-    return isinstance(value, str)
-
-
-def parse_aware(value: object) -> datetime | None:
-    """An ISO 8601 timestamp with a time zone, or None if it is not one."""
-    try:
-        parsed = datetime.fromisoformat(str(value))
-    except ValueError:
-        return None
-    return parsed if isinstance(value, str) and parsed.tzinfo is not None else None
-
-
 Check = Callable[[Any], str | None]
 Fields = dict[str, Callable[[Any], object]]  # field -> is its value valid (truthy)?
+
+
+def _uuid(value: object) -> bool:
+    try:
+        return isinstance(value, str) and bool(uuid.UUID(value))
+    except ValueError:
+        return False
+
+
+def _aware(value: object) -> datetime | None:
+    """An ISO 8601 timestamp with a time zone, or None if it is not one."""
+    try:
+        parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    return parsed if parsed is not None and parsed.tzinfo is not None else None
 
 
 def _text(value: object) -> bool:
@@ -41,50 +39,43 @@ def _jwt(value: object) -> bool:
     return isinstance(value, str) and value.count(".") == 2
 
 
-USER: Fields = {"pubid": is_uuid, "name": _text, "fullname": lambda v: isinstance(v, str | None)}
-ITEM: Fields = {"pubid": is_uuid, "name": _text, "added": parse_aware, "user_pubid": is_uuid}
+USER: Fields = {"pubid": _uuid, "name": _text, "fullname": lambda v: isinstance(v, str | None)}
+ITEM: Fields = {"pubid": _uuid, "name": _text, "added": _aware, "user_pubid": _uuid}
 TOKENS: Fields = {"access_token": _jwt, "refresh_token": _jwt}
 TOKENS["token_type"] = lambda v: str(v).lower() == "bearer"
 
 
-def _not_object(what: str, body: object) -> str:
-    return f"{what}: expected a JSON object, got {type(body).__name__}"
-
-
-def _object_problem(
-    what: str, body: object, fields: Fields, expected: dict[str, object]
-) -> str | None:
+def _object_problem(what: str, body: object, fields: Fields, **expected: object) -> str | None:
     """`body` is an object whose `fields` are valid and hold the `expected` values."""
     if not isinstance(body, Mapping):
-        return _not_object(what, body)
+        return f"{what}: expected a JSON object, got {type(body).__name__}"
     for key, valid in fields.items():
         if key not in body or not valid(body[key]):
             return f"{what}: {key} missing or not valid: {body.get(key)!r}"
     for key, value in expected.items():
-        if (parse_aware(body[key]) if isinstance(value, datetime) else body[key]) != value:
+        if (_aware(body[key]) if isinstance(value, datetime) else body[key]) != value:
             return f"{what}: {key} {body[key]!r} != {value!r}"
     return None
 
 
-def _given(**values: object) -> dict[str, object]:
-    return {key: value for key, value in values.items() if value is not None}
+def user_problem(body: object, **expected: object) -> str | None:
+    """A user object {pubid, name, fullname} with the `expected` values."""
+    return _object_problem("user", body, USER, **expected)
 
 
-def user_problem(body: object, *, fullname: object = False, **expected: object) -> str | None:
-    """A user object {pubid, name, fullname}; the `expected` name or pubid (None: any), and
-    `fullname` unless it is False."""
-    given = _given(**expected) | ({} if fullname is False else {"fullname": fullname})
-    return _object_problem("user", body, USER, given)
-
-
-def item_problem(body: object, *, owner: str | None = None, **expected: object) -> str | None:
-    """An item object {pubid, name, added, user_pubid}: `owner`'s, with the `expected` name,
-    pubid or added (None: any)."""
-    return _object_problem("item", body, ITEM, _given(user_pubid=owner, **expected))
+def item_problem(body: object, *, owner: str, **expected: object) -> str | None:
+    """An item object {pubid, name, added, user_pubid}: `owner`'s, with the `expected` values."""
+    return _object_problem("item", body, ITEM, user_pubid=owner, **expected)
 
 
 def tokens_problem(body: object) -> str | None:
-    return _object_problem("tokens", body, TOKENS, {})
+    return _object_problem("tokens", body, TOKENS)
+
+
+def detail_problem(body: object, *, contains: str) -> str | None:
+    """An error body {"detail": "..."} that says what was expected."""
+    says: Fields = {"detail": lambda v: isinstance(v, str) and contains.lower() in v.lower()}
+    return _object_problem(f"error (expected {contains!r})", body, says)
 
 
 def _entries(body: object, key: str, problem: Check) -> list[Any] | str:
@@ -111,7 +102,7 @@ def items_page_problem(
     owner: str,
     expected: Collection[str] | None = None,
     count: int | None = None,
-    at_least: int | None = None,
+    at_least: int = 0,
 ) -> str | None:
     """The caller's items: exactly the `expected` pubids, or `count` (`at_least`) of them."""
     items = _entries(body, "items", partial(item_problem, owner=owner))
@@ -123,7 +114,7 @@ def items_page_problem(
         return f"items: {len(missing)} missing, {len(extra)} unexpected (of {len(got)})"
     if count is not None and len(items) != count:
         return f"items: {len(items)} listed, expected {count}"
-    if at_least is not None and len(items) < at_least:
+    if len(items) < at_least:
         return f"items: {len(items)} listed, expected at least {at_least}"
     return None
 
@@ -132,21 +123,12 @@ def user_detail_problem(
     body: object,
     *,
     pubid: str,
-    name: str | None = None,
-    item_count_at_least: int | None = None,
     item_count: int | None = None,
+    item_count_at_least: int = 0,
+    **user: object,
 ) -> str | None:
-    """GET /users/{pubid}?incl_items=true: the user and a list of its own items."""
-    return user_problem(body, pubid=pubid, name=name) or items_page_problem(
+    """GET /users/{pubid}?incl_items=true: the user (with the `user` values) and a list of its
+    own items."""
+    return user_problem(body, pubid=pubid, **user) or items_page_problem(
         body, owner=pubid, count=item_count, at_least=item_count_at_least
     )
-
-
-def detail_problem(body: object, *, contains: str) -> str | None:
-    """An error body {"detail": "..."} that says what was expected."""
-    if not isinstance(body, Mapping):
-        return _not_object("error", body)
-    detail = body.get("detail")
-    if not isinstance(detail, str) or contains.lower() not in detail.lower():
-        return f"error detail {detail!r} does not mention {contains!r}"
-    return None
