@@ -83,7 +83,6 @@ class EmbeddedPostgres:
         self.data_dir = self.data_dir.resolve()
         self.bin_dir = _bin_dir()
         self.user = _server_user() if os.geteuid() == 0 else None
-        self._started_here = False
 
     def _run(self, program: str, *args: str) -> None:
         user = self.user
@@ -148,7 +147,6 @@ class EmbeddedPostgres:
         )
         # -w: wait until it accepts connections (at most pg_ctl's default 60 s).
         self._run("pg_ctl", "-l", str(self.log_file), "-o", options, "-w", "start")
-        self._started_here = True
         self.log(f"embedded PostgreSQL started on 127.0.0.1:{self.port} (log: {self.log_file})")
         return self.url()
 
@@ -156,12 +154,7 @@ class EmbeddedPostgres:
         if self.postmaster_pid() is None:
             return
         self._run("pg_ctl", "-m", mode, "-w", "stop")
-        self._started_here = False
         self.log("embedded PostgreSQL stopped")
-
-    def stop_if_started_here(self) -> None:
-        if self._started_here:
-            self.stop()
 
     def restart(self) -> None:
         self.stop()
