@@ -45,13 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="migrate, then gunicorn -c gunicorn.conf.py")
-    sub.add_parser("migrate", help="alembic upgrade head")
-    sub.add_parser("stop-db", help="stop the embedded PostgreSQL")
-    run = sub.add_parser("run", help="migrate, then run a command with DATABASE_URL set")
-    run.add_argument("cmd", nargs=argparse.REMAINDER)
+    parser.add_argument("command", choices=["serve", "run", "migrate", "stop-db"])
+    parser.add_argument("cmd", nargs=argparse.REMAINDER, help="run's command")
     args = parser.parse_args(argv)
+    command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if bool(command) != (args.command == "run"):
+        parser.error("run takes a command (e.g. run -- pytest), the others none")
 
     if args.command == "stop-db":
         EmbeddedPostgres(DEV_DATA_DIR, log=say).stop()
@@ -63,10 +62,6 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "serve":
             command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"]
-        else:
-            command = [part for part in args.cmd if part != "--"] if args.cmd else []
-            if not command:
-                parser.error("run needs a command, e.g. run -- pytest")
         say("running: " + " ".join(command))
         return run_child(command, url)
 

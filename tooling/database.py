@@ -17,11 +17,6 @@ from service.core.urls import plain_dsn
 from tooling.postgres import PROJECT_ROOT
 
 
-def with_database(url: str, database: str) -> str:
-    """The same server URL, naming another database."""
-    return make_url(url).set(database=database).render_as_string(hide_password=False)
-
-
 def alembic_config(url: str) -> Config:
     config = Config(str(PROJECT_ROOT / "alembic.ini"))
     config.attributes["database_url"] = url
@@ -48,22 +43,10 @@ def fetch_value(url: str, query: str, *args: object) -> object:
     return rows[0][0] if rows else None
 
 
-async def _execute(url: str, statements: tuple[str, ...]) -> None:
-    connection = await asyncpg.connect(plain_dsn(url), timeout=10)
-    try:
-        for statement in statements:
-            await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-def execute(url: str, *statements: str) -> None:
-    """Run statements one by one (CREATE DATABASE cannot run in a transaction block)."""
-    asyncio.run(_execute(url, statements))
-
-
-def drop_statement(name: str) -> str:
-    return f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+def execute(url: str, statement: str) -> None:
+    """One statement on a connection of its own, outside any transaction block (as CREATE
+    DATABASE needs), from synchronous code."""
+    fetch_value(url, statement)
 
 
 @contextmanager
@@ -72,21 +55,17 @@ def fresh_database(
     *,
     prefix: str = "test",
     migrate_to_head: bool = True,
-    keep: bool = False,
     say: Callable[[str], None] = lambda message: None,
 ) -> Iterator[str]:
     """A new, uniquely named database on `server`, migrated to head unless told not to;
-    dropped afterwards unless `keep`."""
+    dropped afterwards."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     execute(server, f'CREATE DATABASE "{name}"')
-    url = with_database(server, name)
+    url = make_url(server).set(database=name).render_as_string(hide_password=False)
     try:
         say(f"database {name} created")
         if migrate_to_head:
             migrate(url)
         yield url
     finally:
-        if keep:
-            say(f"database kept: {url}")
-        else:
-            execute(server, drop_statement(name))
+        execute(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -13,7 +13,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from tooling.postgres import PROJECT_ROOT, free_port
@@ -21,11 +21,6 @@ from tooling.processes import children_of, children_with_state, cmdline
 
 GUNICORN = str(Path(sys.executable).parent / "gunicorn")
 _STARTUP_COMPLETE = re.compile(r"\[(\d+)\] \[INFO\] uvicorn\.error: Application startup complete")
-
-
-def timed_out(timeout: float, what: str, seen: Callable[[], object] | None) -> TimeoutError:
-    last = "" if seen is None else f"; last saw: {seen()}"
-    return TimeoutError(f"timed out after {timeout}s waiting for {what}{last}")
 
 
 def wait_for(
@@ -43,7 +38,8 @@ def wait_for(
         if predicate():
             return
         time.sleep(interval)
-    raise timed_out(timeout, what, seen)
+    last = "" if seen is None else f"; last saw: {seen()}"
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}{last}")
 
 
 @dataclass
@@ -52,7 +48,6 @@ class Gunicorn:
     port: int
     log_path: Path
     metrics_dir: Path
-    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -101,12 +96,6 @@ class Gunicorn:
         except TimeoutError as exc:
             raise TimeoutError(f"{exc}\ngunicorn's log:\n{self.log()[-4000:]}") from None
 
-    def send(self, signum: signal.Signals) -> None:
-        os.kill(self.pid, signum)
-
-    def stop(self, *, timeout: float = 30) -> int:
-        return stop(self.process, timeout=timeout)
-
 
 def launch(
     command: Sequence[str],
@@ -152,21 +141,17 @@ def gunicorn_env(
 ) -> dict[str, str]:
     """This environment without the service's own settings, plus the database, a loopback
     port, a metrics directory of its own and `overrides`."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("PROMETHEUS_", "SERVICE_", "WEB_CONCURRENCY", "DB_"))
+    own = ("PROMETHEUS_", "SERVICE_", "WEB_CONCURRENCY", "DB_")
+    return {
+        **{key: value for key, value in os.environ.items() if not key.startswith(own)},
+        "DATABASE_URL": database_url,
+        "BIND": f"127.0.0.1:{port}",
+        "WEB_CONCURRENCY": "4",
+        "LOG_LEVEL": "info",
+        "ACCESS_LOG": "false",
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        **overrides,
     }
-    env.update(
-        DATABASE_URL=database_url,
-        BIND=f"127.0.0.1:{port}",
-        WEB_CONCURRENCY="4",
-        LOG_LEVEL="info",
-        ACCESS_LOG="false",
-        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
-    )
-    env.update(overrides)
-    return env
 
 
 @contextmanager
@@ -176,7 +161,6 @@ def run_gunicorn(
     workers: int = 4,
     wait: bool = True,
     env: Mapping[str, str] | None = None,
-    args: tuple[str, ...] = (),
     log_path: Path | None = None,
 ) -> Iterator[Gunicorn]:
     """Start `gunicorn -c gunicorn.conf.py` from the project root (its log in `log_path`,
@@ -189,13 +173,11 @@ def run_gunicorn(
         full_env = gunicorn_env(
             database_url, port, metrics_dir, WEB_CONCURRENCY=str(workers), **dict(env or {})
         )
-        process = launch(
-            [GUNICORN, "-c", "gunicorn.conf.py", *args], env=full_env, log_path=log_path
-        )
-        server = Gunicorn(process, port, log_path, metrics_dir, full_env)
+        process = launch([GUNICORN, "-c", "gunicorn.conf.py"], env=full_env, log_path=log_path)
+        server = Gunicorn(process, port, log_path, metrics_dir)
         try:
             if wait:
                 server.wait_booted(workers)
             yield server
         finally:
-            server.stop()
+            stop(process)

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-USER_CREATED = "user+"
-USER_DELETED = "user-"
-ITEM_CREATED = "item+"
-ITEM_DELETED = "item-"
-HOT_WRITE = "hot"
-PROCESS = "process"
+USER_CREATED = "user+"  # pubid, items (created with it)
+USER_DELETED = "user-"  # pubid, items (gone with it through ON DELETE CASCADE)
+ITEM_CREATED = "item+"  # pubid, owner
+ITEM_DELETED = "item-"  # pubid, owner
+HOT_WRITE = "hot"  # table, pubid, value: a 200 to a write of a row many clients write
+PROCESS = "process"  # one Locust process's summary, when its users stop
 
 
 class LedgerWriter:
@@ -35,42 +35,9 @@ class LedgerWriter:
     def write(self, event: str, **fields: Any) -> None:
         self._file.write(json.dumps({"e": event, **fields}, separators=(",", ":")) + "\n")
 
-    def user_created(self, pubid: str, *, items: int) -> None:
-        self.write(USER_CREATED, pubid=pubid, items=items)
-
-    def user_deleted(self, pubid: str, *, items: int) -> None:
-        """`items`: how many items the user had, gone with it through ON DELETE CASCADE."""
-        self.write(USER_DELETED, pubid=pubid, items=items)
-
-    def item_created(self, pubid: str, *, owner: str) -> None:
-        self.write(ITEM_CREATED, pubid=pubid, owner=owner)
-
-    def item_deleted(self, pubid: str, *, owner: str) -> None:
-        self.write(ITEM_DELETED, pubid=pubid, owner=owner)
-
-    def hot_write(self, table: str, pubid: str, value: str) -> None:
-        """An acknowledged (200) write to a row that many clients write at once."""
-        self.write(HOT_WRITE, table=table, pubid=pubid, value=value)
-
-    def process_summary(
-        self,
-        *,
-        requests: dict[str, int],
-        worker_pids: dict[str, int],
-        role: str,
-        throttled_logins: int = 0,
-    ) -> None:
-        self.write(
-            PROCESS,
-            pid=os.getpid(),
-            role=role,
-            requests=requests,
-            worker_pids=worker_pids,
-            throttled_logins=throttled_logins,
-        )
-
-    def close(self) -> None:
-        self._file.close()
+    def process_summary(self, **counts: Any) -> None:
+        """This process's requests, worker_pids, role and throttled_logins, as Locust saw."""
+        self.write(PROCESS, pid=os.getpid(), **counts)
 
 
 @dataclass
@@ -87,8 +54,6 @@ class Ledger:
     requests: Counter[str] = field(default_factory=Counter)  # "METHOD name" -> count
     worker_pids: Counter[str] = field(default_factory=Counter)
     throttled_logins: int = 0  # 429s to POST /auth/token that Locust saw
-    processes: int = 0
-    files: int = 0
 
     @property
     def users_expected(self) -> set[str]:
@@ -142,7 +107,6 @@ class Ledger:
                 key = (record["table"], record["pubid"])
                 self.hot_values.setdefault(key, set()).add(record["value"])
             case "process":
-                self.processes += 1
                 self.requests.update(record.get("requests", {}))
                 self.worker_pids.update(record.get("worker_pids", {}))
                 self.throttled_logins += int(record.get("throttled_logins", 0))
@@ -153,7 +117,6 @@ class Ledger:
 def read_ledger(directory: Path) -> Ledger:
     ledger = Ledger()
     for path in sorted(directory.glob("ledger-*.jsonl")):
-        ledger.files += 1
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 ledger.add(json.loads(line))

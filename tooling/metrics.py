@@ -40,16 +40,13 @@ class Snapshot:
     in_progress: dict[str, float] = field(default_factory=dict)
     pool_checked_out: dict[str, float] = field(default_factory=dict)
     pool_size: dict[str, float] = field(default_factory=dict)
-    pool_overflow: dict[str, float] = field(default_factory=dict)
-    worker_starts: dict[str, float] = field(default_factory=dict)
-    worker_exits: dict[str, float] = field(default_factory=dict)
     db_errors: dict[str, float] = field(default_factory=dict)
     logins_throttled: float = 0.0  # auth_logins_throttled_total, every limit
 
     @property
     def live_slots(self) -> list[str]:
         """Workers alive now: each sets its slot's pool-size gauge (livesum) at start."""
-        return sorted(self.pool_size, key=_slot_order)
+        return sorted(self.pool_size, key=lambda slot: (len(slot), slot))
 
     @property
     def total_requests(self) -> float:
@@ -65,11 +62,7 @@ class Snapshot:
         return sum(value for (_m, _r, status), value in self.requests.items() if status[:1] == "5")
 
 
-def _slot_order(slot: str) -> tuple[int, str]:
-    return (int(slot), slot) if slot.isdigit() else (10**9, slot)
-
-
-def parse(text: str, *, taken_at: float | None = None) -> Snapshot:
+def parse(text: str) -> Snapshot:
     samples = read_samples(text)
 
     def summed(name: str, *keys: str) -> dict[Any, float]:
@@ -82,7 +75,7 @@ def parse(text: str, *, taken_at: float | None = None) -> Snapshot:
         return totals
 
     return Snapshot(
-        taken_at=time.monotonic() if taken_at is None else taken_at,
+        taken_at=time.monotonic(),
         requests=summed("http_requests_total", "method", "route", "status"),
         db_errors=summed("db_errors_total", "kind"),
         logins_throttled=metric_sum(samples, "auth_logins_throttled_total"),
@@ -90,9 +83,6 @@ def parse(text: str, *, taken_at: float | None = None) -> Snapshot:
         in_progress=summed("http_requests_in_progress", "worker"),
         pool_checked_out=summed("db_pool_checked_out", "worker"),
         pool_size=summed("db_pool_size", "worker"),
-        pool_overflow=summed("db_pool_overflow", "worker"),
-        worker_starts=summed("worker_starts_total", "worker"),
-        worker_exits=summed("worker_exits_total", "worker"),
     )
 
 

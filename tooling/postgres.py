@@ -23,14 +23,13 @@ import stat
 import subprocess
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEV_DATA_DIR = PROJECT_ROOT / ".pgdata" / "dev"
 SERVER_USER = "pgembedded"
 DEFAULT_PORT = 54329
-INITDB_OPTIONS = ("-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8")
 
 
 def _bin_dir() -> Path:
@@ -42,19 +41,18 @@ def _bin_dir() -> Path:
     return path
 
 
-def free_port(preferred: int | None = None) -> int:
-    for candidate in [preferred or 0, 0]:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            # As PostgreSQL does: a port left in TIME_WAIT by a server we just stopped is
-            # free to listen on again (restarts keep their port).
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind(("127.0.0.1", candidate))
-            except OSError:
-                continue
-            port: int = sock.getsockname()[1]
-            return port
-    raise RuntimeError("no free TCP port on 127.0.0.1")  # pragma: no cover
+def free_port(preferred: int = 0) -> int:
+    """`preferred` if it is free on 127.0.0.1, else any free port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As PostgreSQL does: a port left in TIME_WAIT by a server we just stopped is free
+        # to listen on again (restarts keep their port).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", preferred))
+        except OSError:
+            sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def _server_user() -> pwd.struct_passwd:
@@ -79,14 +77,12 @@ class EmbeddedPostgres:
     data_dir: Path
     port: int | None = None
     max_connections: int = 200
-    extra_settings: dict[str, str] = field(default_factory=dict)
     log: Callable[[str], None] = print
 
     def __post_init__(self) -> None:
         self.data_dir = self.data_dir.resolve()
         self.bin_dir = _bin_dir()
         self.user = _server_user() if os.geteuid() == 0 else None
-        self._started_here = False
 
     def _run(self, program: str, *args: str) -> None:
         user = self.user
@@ -107,13 +103,9 @@ class EmbeddedPostgres:
                 f"server log: {self.log_file}"
             )
 
-    def _give_to_server_user(self, path: Path) -> None:
-        if self.user is not None:
-            os.chown(path, self.user.pw_uid, self.user.pw_gid)
-
     @property
     def log_file(self) -> Path:
-        return self.data_dir.parent / f"{self.data_dir.name}.log"
+        return self.data_dir / "server.log"
 
     def postmaster_pid(self) -> int | None:
         """The running postmaster's pid, from postmaster.pid, if that process is alive."""
@@ -142,26 +134,19 @@ class EmbeddedPostgres:
             if self.user is not None:
                 _open_for_traversal(self.data_dir.parent)
                 _open_for_traversal(self.bin_dir)
-                self._give_to_server_user(self.data_dir)
+                os.chown(self.data_dir, self.user.pw_uid, self.user.pw_gid)
             self.log(f"initializing embedded PostgreSQL in {self.data_dir} ...")
-            self._run("initdb", *INITDB_OPTIONS)
+            self._run("initdb", "-U", "postgres", "--auth=trust", "--locale=C.UTF-8")
         if self.postmaster_pid() is not None:
             self.log(f"embedded PostgreSQL already running on 127.0.0.1:{self.port}")
             return self.url()
         self.port = free_port(self.port or DEFAULT_PORT)
-        settings = {
-            "port": str(self.port),
-            "listen_addresses": "127.0.0.1",
-            "unix_socket_directories": "",
-            "max_connections": str(self.max_connections),
-            **self.extra_settings,
-        }
-        options = " ".join(f"-c {key}={value}" for key, value in settings.items())
-        self.log_file.touch()
-        self._give_to_server_user(self.log_file)
+        options = (
+            f"-c port={self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories="
+            f" -c max_connections={self.max_connections}"
+        )
         # -w: wait until it accepts connections (at most pg_ctl's default 60 s).
         self._run("pg_ctl", "-l", str(self.log_file), "-o", options, "-w", "start")
-        self._started_here = True
         self.log(f"embedded PostgreSQL started on 127.0.0.1:{self.port} (log: {self.log_file})")
         return self.url()
 
@@ -169,12 +154,7 @@ class EmbeddedPostgres:
         if self.postmaster_pid() is None:
             return
         self._run("pg_ctl", "-m", mode, "-w", "stop")
-        self._started_here = False
         self.log("embedded PostgreSQL stopped")
-
-    def stop_if_started_here(self) -> None:
-        if self._started_here:
-            self.stop()
 
     def restart(self) -> None:
         self.stop()
@@ -184,7 +164,6 @@ class EmbeddedPostgres:
         with contextlib.suppress(RuntimeError):
             self.stop(mode="immediate")
         shutil.rmtree(self.data_dir, ignore_errors=True)
-        self.log_file.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

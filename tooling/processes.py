@@ -27,13 +27,10 @@ def cmdline(pid: int) -> bytes:
 def rss_mb(pid: int) -> float | None:
     """Resident memory in MiB, None once the process is gone."""
     try:
-        status = Path(f"/proc/{pid}/status").read_text()
+        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])  # resident
     except OSError:
         return None
-    for line in status.splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def children_with_state(pid: int) -> dict[int, str]:

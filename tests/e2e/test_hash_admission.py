@@ -79,7 +79,7 @@ async def _reader(url: str, seconds: float) -> dict[str, list]:  # type: ignore[
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "tests.support.reader",
+        "tests.support.processes",
         url,
         str(seconds),
         cwd=PROJECT_ROOT,

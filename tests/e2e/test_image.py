@@ -21,7 +21,7 @@ import pytest
 from alembic.script import ScriptDirectory
 
 from tests.support.api import PASSWORD, unique_name
-from tests.support.podman import Container, Image, podman, podman_env, run_once, service_image
+from tests.support.podman import Container, Image, podman, run_once, service_image
 from tests.support.podman import running as running_container
 from tests.support.processes import eventually, steady_load
 from tooling.database import alembic_config, fetch, fresh_database
@@ -103,8 +103,7 @@ def test_image_metadata(image: Image) -> None:
 def test_image_is_lean(image: Image) -> None:
     """The runtime stage: the virtualenv, gunicorn.conf.py, alembic and the migrations;
     no compiler, no uv, no tests, no byte-code from the build context."""
-    env = podman_env()
-    root = Path(podman("image", "mount", image.id, env=env).stdout.strip())
+    root = Path(podman("image", "mount", image.id).stdout.strip())
     try:
         app_entries = {path.name for path in (root / "app").iterdir()}
         program_dirs = ["usr/bin", "usr/local/bin", "usr/sbin", "app/.venv/bin"]
@@ -116,7 +115,7 @@ def test_image_is_lean(image: Image) -> None:
         }
         context_bytecode = list((root / "app/migrations").rglob("__pycache__"))
     finally:
-        podman("image", "unmount", image.id, env=env)
+        podman("image", "unmount", image.id)
     assert app_entries == {".venv", "gunicorn.conf.py", "alembic.ini", "migrations"}
     assert not {name for name in programs if COMPILER.match(name)}
     assert not {"uv", "uvx"} & programs
@@ -206,8 +205,8 @@ async def test_serves_under_load_read_only_as_its_own_user(
             answered_by.add(response.headers["x-worker-id"])
             if answered_by == worker_ids:
                 break
-    write = container.podman("exec", container.name, "touch", "/app/written", check=False)
-    read_only = container.podman(
+    write = podman("exec", container.name, "touch", "/app/written", check=False)
+    read_only = podman(
         "inspect", "--format", "{{.HostConfig.ReadonlyRootfs}}", container.name
     ).stdout.strip()
     assert result.failed == 0, result.errors[:5]
@@ -233,7 +232,7 @@ async def test_hup_reloads_the_workers_under_load(served: tuple[Container, str])
     # the listen queue while the new ones boot (seconds on a busy machine), none is lost.
     load = asyncio.create_task(steady_load(base_url, stop))
     await asyncio.sleep(1)
-    await asyncio.to_thread(container.podman, "kill", "--signal", "HUP", container.name)
+    await asyncio.to_thread(podman, "kill", "--signal", "HUP", container.name)
     await eventually(
         lambda: len(_workers(container)) == WORKERS and not _workers(container) & before,
         within=30,
@@ -268,7 +267,7 @@ async def test_podman_stop_drains_in_flight_requests_and_exits_0(
         stop.set()
         started = time.monotonic()
         stopped = asyncio.create_task(
-            asyncio.to_thread(container.podman, "stop", "--time=30", container.name)
+            asyncio.to_thread(podman, "stop", "--time=30", container.name)
         )
         responses = await asyncio.gather(*sign_ups)
     result = await load

@@ -59,7 +59,7 @@ async def test_sigterm_lets_in_flight_requests_finish_then_exits_0(database_url:
                 seen=lambda: f"{_workers_cpu(server) - idle_cpu:.2f} s",
             )
             assert not any(task.done() for task in in_flight), "sign-ups finished before SIGTERM"
-            server.send(signal.SIGTERM)
+            server.process.send_signal(signal.SIGTERM)
             responses = await asyncio.gather(*in_flight)
         assert [r.status_code for r in responses] == [201] * 4
         assert await asyncio.to_thread(server.process.wait, 30) == 0
@@ -73,7 +73,7 @@ async def test_sighup_reload_under_load_fails_nothing(database_url: str) -> None
         result = LoadResult()
         load = asyncio.create_task(steady_load(server.url, stop, result=result))
         await _progress(result, 100, "before the reload")
-        server.send(signal.SIGHUP)
+        server.process.send_signal(signal.SIGHUP)
         await eventually(
             lambda: (
                 len(server.worker_pids()) == 2
@@ -97,7 +97,7 @@ async def test_sighup_reload_under_load_fails_nothing(database_url: str) -> None
 async def test_ttin_adds_a_serving_worker_and_ttou_removes_one(database_url: str) -> None:
     with run_gunicorn(database_url, workers=2, env=TEST_ENV) as server:
         original = set(server.worker_pids())
-        server.send(signal.SIGTTIN)
+        server.process.send_signal(signal.SIGTTIN)
         await eventually(
             lambda: len(server.worker_pids()) == 3,
             within=60,
@@ -113,7 +113,7 @@ async def test_ttin_adds_a_serving_worker_and_ttou_removes_one(database_url: str
         )
         (new_worker,) = added
         assert await served_by(server, new_worker)
-        server.send(signal.SIGTTOU)
+        server.process.send_signal(signal.SIGTTOU)
         await eventually(
             lambda: len(server.worker_pids()) == 2,
             within=60,
@@ -180,7 +180,7 @@ async def test_a_worker_blocked_past_timeout_is_replaced_while_others_serve(
 ) -> None:
     # 5 s: long enough that a busy machine never delays a healthy worker's heartbeat (sent
     # every timeout / 2) past it, short against the 30 s block.
-    env = {"TIMEOUT": "5", "APP_MODULE": "tests.support.faulty_app:create_app()"}
+    env = {"TIMEOUT": "5", "APP_MODULE": "tests.support.faults:faulty_app()"}
     with run_gunicorn(database_url, workers=2, env=TEST_ENV | env) as server:
         original = set(server.worker_pids())
         async with httpx.AsyncClient(base_url=server.url, timeout=25) as http:

@@ -19,7 +19,7 @@ PRODUCTION = {"ENVIRONMENT": "production", "JWT_SECRET_KEY": "p" * 48}
 
 
 async def test_production_hides_docs_and_never_leaks_tracebacks(database_url: str) -> None:
-    env = {**PRODUCTION, "APP_MODULE": "tests.support.faulty_app:create_app()"}
+    env = {**PRODUCTION, "APP_MODULE": "tests.support.faults:faulty_app()"}
     with run_gunicorn(database_url, workers=2, env=TEST_ENV | env) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=5) as http:
             for path in ["/docs", "/redoc", "/openapi.json"]:

@@ -1,15 +1,36 @@
-"""A PostgreSQL of the test's own, so a test may restart, stop or freeze it."""
+"""Faults on purpose: the real app plus routes that misbehave (started through
+gunicorn.conf.py with APP_MODULE=tests.support.faults:faulty_app()), and a PostgreSQL of
+the test's own, so a test may restart, stop or freeze it."""
 
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from fastapi import FastAPI
+
+from service.app import create_app
 from tooling.database import migrate
 from tooling.postgres import EmbeddedPostgres
 from tooling.processes import children_of
+
+
+def faulty_app() -> FastAPI:
+    app = create_app()
+
+    @app.get("/_test/block")
+    async def block(seconds: float) -> dict[str, float]:
+        time.sleep(seconds)  # noqa: ASYNC251 - blocking the loop is the point of this route
+        return {"slept": seconds}
+
+    @app.get("/_test/crash")
+    async def crash() -> None:
+        raise RuntimeError("secret internal detail: /etc/service/config")
+
+    return app
 
 
 @contextmanager

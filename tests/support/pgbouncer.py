@@ -81,12 +81,9 @@ def run_pgbouncer(server_url: str, **overrides: str) -> Iterator[PgBouncer]:
     options = database_options(config.get("databases", "app"))
     options.update(host=server.host or "127.0.0.1", port=str(server.port or 5432), user=user)
     options.pop("dbname", None)
-    options.pop("password", None)
     if server.password:
         options["password"] = server.password
-    entry = " ".join(
-        f"{key}='{value}'" if " " in value else f"{key}={value}" for key, value in options.items()
-    )
+    entry = " ".join(f"{key}={shlex.quote(value)}" for key, value in options.items())
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="pgbouncer-test-") as scratch:
         directory = Path(scratch)
@@ -95,22 +92,18 @@ def run_pgbouncer(server_url: str, **overrides: str) -> Iterator[PgBouncer]:
         userlist.write_text(f'"{user}" "{server.password or ""}"\n')
         log_path.touch()
         # `*`: every database on the server, so each test session's own database works.
-        config.remove_section("databases")
-        config.add_section("databases")
-        config.set("databases", "*", entry)
-        settings = {
-            "listen_addr": "127.0.0.1",
-            "listen_port": str(port),
-            "unix_socket_dir": "",
-            "auth_type": "trust",
-            "auth_file": str(userlist),
-            "admin_users": user,
-            "logfile": str(log_path),
-            "pidfile": str(directory / "pgbouncer.pid"),
+        config["databases"] = {"*": entry}
+        config["pgbouncer"].update(
+            listen_addr="127.0.0.1",
+            listen_port=str(port),
+            unix_socket_dir="",
+            auth_type="trust",
+            auth_file=str(userlist),
+            admin_users=user,
+            logfile=str(log_path),
+            pidfile=str(directory / "pgbouncer.pid"),
             **overrides,
-        }
-        for key, value in settings.items():
-            config.set("pgbouncer", key, value)
+        )
         with config_path.open("w") as handle:
             config.write(handle)
         command = [binary, str(config_path)]

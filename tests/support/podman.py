@@ -17,7 +17,6 @@ import fcntl
 import importlib.util
 import json
 import os
-import re
 import subprocess
 import tempfile
 import time
@@ -62,6 +61,7 @@ runroot = "{run}/storage"
 """
 
 
+@cache
 def podman_env() -> dict[str, str]:
     """The environment every podman call here runs with (installs podman if missing)."""
     if os.geteuid() != 0:
@@ -88,11 +88,11 @@ def podman_env() -> dict[str, str]:
 
 
 def podman(
-    *args: str, timeout: float = 120, check: bool = True, env: Mapping[str, str] | None = None
+    *args: str, timeout: float = 120, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         ["podman", *args],
-        env=dict(env) if env is not None else podman_env(),
+        env=podman_env(),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -104,31 +104,21 @@ def podman(
 
 
 def debian_mirror() -> str:
-    """The first mirror this machine's apt sources use for the bookworm suite."""
-    one_line = re.compile(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+(\S+)", re.MULTILINE)
-    apt = Path("/etc/apt")
-    for path in [apt / "sources.list", *sorted((apt / "sources.list.d").glob("*"))]:
-        if not path.is_file():
-            continue
-        if path.suffix == ".sources":  # deb822 stanzas
-            for stanza in re.split(r"\n\s*\n", path.read_text()):
-                fields = dict(re.findall(r"^(\w[\w-]*):\s*(.*)$", stanza, re.MULTILINE))
-                types, suites = fields.get("Types", "").split(), fields.get("Suites", "").split()
-                if "deb" in types and SUITE in suites:
-                    return str(fields["URIs"].split()[0])
-        elif path.suffix == ".list":
-            for uri, suite in one_line.findall(path.read_text()):
-                if suite == SUITE:
-                    return str(uri)
-    raise RuntimeError(f"no apt source for Debian {SUITE} under {apt}: debootstrap needs one")
+    """The first mirror this machine's apt sources use for the bookworm suite (apt reads
+    both source formats, one-line and deb822)."""
+    query = ["apt-get", "indextargets", "--format", "$(REPO_URI)", f"Release: {SUITE}"]
+    found = subprocess.run(query, capture_output=True, text=True, check=True).stdout.split()
+    if not found:
+        raise RuntimeError(f"no apt source for Debian {SUITE}: debootstrap needs one")
+    return found[0]
 
 
-def ensure_base_image(env: Mapping[str, str]) -> str:
+def ensure_base_image() -> str:
     """BASE_IMAGE, made with debootstrap and imported the first time (about a minute)."""
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     with (CACHE_DIR / "base.lock").open("a+b") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if podman("image", "exists", BASE_IMAGE, check=False, env=env).returncode == 0:
+        if podman("image", "exists", BASE_IMAGE, check=False).returncode == 0:
             return BASE_IMAGE
         with tempfile.TemporaryDirectory(dir=CACHE_DIR, prefix="debootstrap-") as scratch:
             root = Path(scratch) / "root"
@@ -142,13 +132,10 @@ def ensure_base_image(env: Mapping[str, str]) -> str:
             )
             if made.returncode != 0:
                 raise RuntimeError(f"debootstrap failed:\n{made.stdout[-3000:]}{made.stderr}")
-            # What python:*-slim leaves out too: downloaded packages and package lists.
-            subprocess.run(
-                ["sh", "-c", f"rm -rf {root}/var/cache/apt/* {root}/var/lib/apt/lists/*"],
-                check=True,
-            )
+            # Without what python:*-slim leaves out too: downloaded packages and package lists.
             archive = Path(scratch) / "root.tar"
-            subprocess.run(["tar", "-C", str(root), "-cf", str(archive), "."], check=True)
+            tar = ["tar", "--exclude=./var/cache/apt/*", "--exclude=./var/lib/apt/lists/*"]
+            subprocess.run([*tar, "-C", str(root), "-cf", str(archive), "."], check=True)
             # Debian's pip refuses system installs (PEP 668) unless told; the Dockerfile's
             # builder installs uv with it. uv reads SSL_CERT_FILE (the system bundle here).
             podman(
@@ -160,7 +147,6 @@ def ensure_base_image(env: Mapping[str, str]) -> str:
                 str(archive),
                 BASE_IMAGE,
                 timeout=300,
-                env=env,
             )
     return BASE_IMAGE
 
@@ -180,10 +166,8 @@ class Image:
         return int(str(self.config["User"]).split(":")[0])
 
 
-def _inspect_image(reference: str, env: Mapping[str, str]) -> dict[str, Any]:
-    inspected: list[dict[str, Any]] = json.loads(
-        podman("image", "inspect", reference, env=env).stdout
-    )
+def _inspect_image(reference: str) -> dict[str, Any]:
+    inspected: list[dict[str, Any]] = json.loads(podman("image", "inspect", reference).stdout)
     return inspected[0]
 
 
@@ -193,8 +177,7 @@ def build_image(context: Path, name: str, base_arg: str) -> Image:
     of other checkouts may build at the same time: a content tag never moves). Outbound TLS
     here may go through a proxy with its own CA: the host's bundle (SSL_CERT_FILE)
     replaces the base's during the build, never in the image."""
-    env = podman_env()
-    base = ensure_base_image(env)
+    base = ensure_base_image()
     bundle = os.environ.get("SSL_CERT_FILE")
     mounts = ["-v", f"{bundle}:/etc/ssl/certs/ca-certificates.crt:ro"] if bundle else []
     with tempfile.TemporaryDirectory() as scratch:
@@ -211,13 +194,12 @@ def build_image(context: Path, name: str, base_arg: str) -> Image:
             str(context / "Dockerfile"),
             str(context),
             timeout=900,
-            env=env,
         )
         seconds = time.monotonic() - started
         image_id = iidfile.read_text().strip()
     tag = f"localhost/{name}:{image_id.removeprefix('sha256:')[:12]}"
-    podman("tag", image_id, tag, env=env)
-    inspected = _inspect_image(image_id, env)
+    podman("tag", image_id, tag)
+    inspected = _inspect_image(image_id)
     return Image(
         id=image_id,
         tag=tag,
@@ -225,7 +207,7 @@ def build_image(context: Path, name: str, base_arg: str) -> Image:
         config=inspected["Config"],
         healthcheck=inspected.get("Healthcheck") or {},
         size_bytes=int(inspected["Size"]),
-        base_size_bytes=int(_inspect_image(base, env)["Size"]),
+        base_size_bytes=int(_inspect_image(base)["Size"]),
     )
 
 
@@ -243,33 +225,27 @@ def prometheus_image() -> Image:
 @dataclass(frozen=True)
 class Container:
     name: str
-    env: Mapping[str, str]
-
-    def podman(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return podman(*args, check=check, env=self.env)
 
     def host_pid(self) -> int:
         """The container's first process (gunicorn's master) as the host sees it."""
-        return int(self.podman("inspect", "--format", "{{.State.Pid}}", self.name).stdout)
+        return int(podman("inspect", "--format", "{{.State.Pid}}", self.name).stdout)
 
     def healthy(self) -> bool:
-        return self.podman("healthcheck", "run", self.name, check=False).returncode == 0
+        return podman("healthcheck", "run", self.name, check=False).returncode == 0
 
     def logs(self) -> str:
-        result = self.podman("logs", self.name, check=False)
+        result = podman("logs", self.name, check=False)
         return result.stdout + result.stderr
 
     def exit_code(self) -> int:
-        return int(self.podman("inspect", "--format", "{{.State.ExitCode}}", self.name).stdout)
+        return int(podman("inspect", "--format", "{{.State.ExitCode}}", self.name).stdout)
 
 
 def run_args(environment: Mapping[str, str]) -> list[str]:
     """What every container here gets: host network, read-only root, and no health timer
     (periodic healthchecks need systemd timers, none here: run them with `healthcheck run`)."""
     flags = ["--network=host", "--read-only", "--health-interval=disable"]
-    for key, value in environment.items():
-        flags += ["--env", f"{key}={value}"]
-    return flags
+    return flags + [f"--env={key}={value}" for key, value in environment.items()]
 
 
 def run_once(image: str, environment: Mapping[str, str], *command: str) -> tuple[int, str]:
@@ -281,13 +257,12 @@ def run_once(image: str, environment: Mapping[str, str], *command: str) -> tuple
 @contextmanager
 def running(image: str, environment: Mapping[str, str]) -> Iterator[Container]:
     """The image's own command, detached; removed (killed if still running) at exit."""
-    env = podman_env()
     name = f"service-test-{uuid.uuid4().hex[:10]}"
-    podman("run", "--detach", "--name", name, *run_args(environment), image, env=env)
+    podman("run", "--detach", "--name", name, *run_args(environment), image)
     try:
-        yield Container(name, env)
+        yield Container(name)
     finally:
-        podman("rm", "--force", "--time=5", name, check=False, env=env)
+        podman("rm", "--force", "--time=5", name, check=False)
 
 
 def compose_binary() -> Path:
@@ -317,15 +292,13 @@ def podman_api() -> Iterator[str]:
         command = ["podman", "system", "service", "--time=0", f"unix://{socket}"]
         process = launch(command, env=podman_env(), log_path=log)
         try:
-            try:
-                wait_for(
-                    lambda: process.poll() is None and socket.exists() and _answers(socket),
-                    timeout=30,
-                    interval=0.2,
-                    what=f"podman system service on {socket}",
-                )
-            except TimeoutError as exc:
-                raise RuntimeError(f"{exc}; exit {process.poll()}:\n{log.read_text()}") from None
+            wait_for(
+                lambda: process.poll() is None and socket.exists() and _answers(socket),
+                timeout=30,
+                interval=0.2,
+                what=f"podman system service on {socket}",
+                seen=lambda: f"exit {process.poll()}:\n{log.read_text()}",
+            )
             yield f"unix://{socket}"
         finally:
             stop(process, timeout=15)

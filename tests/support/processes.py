@@ -1,12 +1,17 @@
 """Real gunicorn processes under test: the settings tests start them with (TEST_ENV, for
-tooling.gunicorn.run_gunicorn), steady background load, and helpers that steer connections
-to chosen workers."""
+tooling.gunicorn.run_gunicorn), steady background load, helpers that steer connections to
+chosen workers, and a reader in a process of its own:
+
+    python -m tests.support.processes URL SECONDS   # prints its latencies (ms) as JSON
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -15,7 +20,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from tooling.gunicorn import Gunicorn, timed_out
+from tooling.gunicorn import Gunicorn, wait_for
 
 TEST_ENV = {
     "BCRYPT_ROUNDS": "4",
@@ -43,9 +48,7 @@ class LoadResult:
 
     @property
     def failed(self) -> int:
-        return len(self.errors) + sum(
-            count for status, count in self.statuses.items() if status >= 500
-        )
+        return len(self.errors) + sum(n for status, n in self.statuses.items() if status >= 500)
 
 
 async def steady_load(
@@ -159,10 +162,29 @@ async def eventually(
     what: str,
     seen: Callable[[], object] | None = None,
 ) -> None:
-    """Like wait_for, but yields to the event loop (load keeps running meanwhile)."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(0.1)
-    raise timed_out(within, what, seen)
+    """wait_for in a thread, so the event loop (and the load it runs) goes on meanwhile."""
+    await asyncio.to_thread(wait_for, predicate, timeout=within, what=what, seen=seen)
+
+
+def read(url: str, seconds: float) -> dict[str, object]:
+    """GET `url` back to back on one keep-alive connection. Run in its own process, so a load
+    generator in the test's process cannot delay it and pass that off as server latency."""
+    latencies: list[float] = []
+    failures: list[str] = []
+    deadline = time.monotonic() + seconds
+    with httpx.Client(timeout=5) as http:
+        while time.monotonic() < deadline:
+            started = time.perf_counter()
+            try:
+                response = http.get(url)
+            except httpx.HTTPError as exc:
+                failures.append(f"{type(exc).__name__}: {exc}")
+                continue
+            latencies.append((time.perf_counter() - started) * 1000)
+            if response.status_code != 200:
+                failures.append(f"{response.status_code}: {response.text[:200]}")
+    return {"latencies_ms": latencies, "failures": failures}
+
+
+if __name__ == "__main__":
+    print(json.dumps(read(sys.argv[1], float(sys.argv[2]))))
