@@ -1,6 +1,6 @@
 """Benchmark harness: every configuration, interleaved over rounds, on one database.
 
-    python -m benchmarks.run                     # everything, 3 rounds of 10 s runs (~15 min)
+    python -m benchmarks.run                     # everything, 3 rounds of 10 s runs (~27 min)
     python -m benchmarks.run --rounds 1 --duration 3 --configs gunicorn,uvicorn-w2
     python -m benchmarks.run --report-only       # re-render RESULTS.md/PNG from results.json
     python -m benchmarks.run --soak 10           # 10 min at ~80 % of max reads: SOAK.md

@@ -1,6 +1,8 @@
 """Real gunicorn processes on loopback, started the way users start them
-(`gunicorn -c gunicorn.conf.py` from the project root): the one launcher of tests, the
-load-test proof and the benchmarks' own-config runs."""
+(`gunicorn -c gunicorn.conf.py` from the project root), for the tests, the load-test proof
+and the benchmarks; `launch`/`stop` also start and stop every other child process of the
+tooling (the benchmarks' other servers, Locust, PgBouncer, podman's API service), and
+`wait_for` is the one bounded wait."""
 
 from __future__ import annotations
 

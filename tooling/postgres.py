@@ -174,7 +174,8 @@ def provided_database(
 
     Several commands or test sessions may share the embedded server: each holds a shared
     lock on `<data_dir>.users` while it uses it, and whoever finishes last (and so can lock
-    it exclusively) stops it. Starts and stops take turns on `<data_dir>.lock`."""
+    it exclusively) stops it, unless none of them started it (a server started by hand is
+    left running). Starts and stops take turns on `<data_dir>.lock`."""
     configured = url or os.environ.get("DATABASE_URL")
     if configured:
         log("using the configured DATABASE_URL")
@@ -182,9 +183,13 @@ def provided_database(
         return
     server = EmbeddedPostgres(data_dir, log=log)
     data_dir.parent.mkdir(parents=True, exist_ok=True)
+    started_by_us = Path(f"{data_dir}.started")  # by one of the commands sharing the locks
     with open(f"{data_dir}.lock", "a+b") as turn, open(f"{data_dir}.users", "a+b") as users:
         fcntl.flock(turn, fcntl.LOCK_EX)
+        starting = server.postmaster_pid() is None
         embedded_url = server.start()
+        if starting:
+            started_by_us.touch()
         fcntl.flock(users, fcntl.LOCK_SH)
         fcntl.flock(turn, fcntl.LOCK_UN)
         try:
@@ -196,4 +201,11 @@ def provided_database(
             except BlockingIOError:
                 log("embedded PostgreSQL left running for the others using it")
             else:
-                server.stop()
+                if not started_by_us.exists():
+                    log("embedded PostgreSQL left running: it was started outside these commands")
+                else:
+                    started_by_us.unlink()
+                    try:
+                        server.stop()
+                    except RuntimeError as exc:  # never hide the exception the body may raise
+                        log(f"could not stop the embedded PostgreSQL: {exc}")

@@ -8,6 +8,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from typing import Any
 
 import httpx
 
@@ -24,6 +25,18 @@ class SeededUser:
     token: str = ""  # only with `login`
 
 
+def _post(http: httpx.Client, path: str, **kwargs: Any) -> httpx.Response:
+    """POST, retried while the hash admission control sheds a burst (503 with Retry-After):
+    sign-ups and logins both hash. At most 5 attempts, no wait after the last."""
+    answer = http.post(path, **kwargs)
+    for attempt in range(1, 5):
+        if answer.status_code != 503:
+            break
+        time.sleep(float(answer.headers.get("Retry-After", 1)) * attempt)
+        answer = http.post(path, **kwargs)
+    return answer
+
+
 def seed_user(http: httpx.Client, name: str, items: int) -> SeededUser | str:
     """Create one user with `items` items in one request and read it back; the user, or what
     went wrong."""
@@ -33,12 +46,7 @@ def seed_user(http: httpx.Client, name: str, items: int) -> SeededUser | str:
         "fullname": f"Sample User {name}",
         "initial_items": [f"sample item {n}" for n in range(items)],
     }
-    # A 503 is the hash admission control shedding a burst: it asks to come back later.
-    for attempt in range(5):
-        created = http.post("/users", json=body)
-        if created.status_code != 503:
-            break
-        time.sleep(float(created.headers.get("Retry-After", 1)) * (attempt + 1))
+    created = _post(http, "/users", json=body)
     if created.status_code != 201:
         return f"POST /users: HTTP {created.status_code} {created.text[:120]}"
     if problem := checks.user_problem(created.json(), name=name):
@@ -57,7 +65,7 @@ def log_in(http: httpx.Client, user: SeededUser | str) -> SeededUser | str:
     """The user with its bearer token (or the problem so far, or the login's)."""
     if isinstance(user, str):
         return user
-    answer = http.post("/auth/token", data={"username": user.name, "password": PASSWORD})
+    answer = _post(http, "/auth/token", data={"username": user.name, "password": PASSWORD})
     if answer.status_code != 200:
         return f"POST /auth/token: HTTP {answer.status_code} {answer.text[:120]}"
     return replace(user, token=answer.json()["access_token"])

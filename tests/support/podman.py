@@ -291,13 +291,21 @@ def podman_api() -> Iterator[str]:
         socket, log = Path(scratch) / "podman.sock", Path(scratch) / "service.log"
         command = ["podman", "system", "service", "--time=0", f"unix://{socket}"]
         process = launch(command, env=podman_env(), log_path=log)
+
+        def answering() -> bool:
+            if process.poll() is not None:  # no point waiting out the timeout
+                raise RuntimeError(
+                    f"podman system service exited {process.returncode}:\n{log.read_text()}"
+                )
+            return socket.exists() and _answers(socket)
+
         try:
             wait_for(
-                lambda: process.poll() is None and socket.exists() and _answers(socket),
+                answering,
                 timeout=30,
                 interval=0.2,
                 what=f"podman system service on {socket}",
-                seen=lambda: f"exit {process.poll()}:\n{log.read_text()}",
+                seen=lambda: f"its log:\n{log.read_text()}",
             )
             yield f"unix://{socket}"
         finally:

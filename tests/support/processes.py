@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from tooling.gunicorn import Gunicorn, wait_for
+from tooling.gunicorn import Gunicorn
 
 TEST_ENV = {
     "BCRYPT_ROUNDS": "4",
@@ -162,8 +162,14 @@ async def eventually(
     what: str,
     seen: Callable[[], object] | None = None,
 ) -> None:
-    """wait_for in a thread, so the event loop (and the load it runs) goes on meanwhile."""
-    await asyncio.to_thread(wait_for, predicate, timeout=within, what=what, seen=seen)
+    """Like tooling.gunicorn.wait_for, but on the event loop: the load it runs goes on between
+    looks, and the predicate reads the load's state on the loop's own thread."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            last = "" if seen is None else f"; last saw: {seen()}"
+            raise TimeoutError(f"timed out after {within}s waiting for {what}{last}")
+        await asyncio.sleep(0.1)
 
 
 def read(url: str, seconds: float) -> dict[str, object]:
